@@ -1,0 +1,157 @@
+//! Sans-I/O HTTP/1.1 codec: request and response heads, body framing
+//! (RFC 9112 §6.3), the chunked decoder, and head serialisation.
+//!
+//! Owns: turning bytes in a `BytesMut` into typed heads and body `Bytes`.
+//! Never touches a socket, a timer or a glommio type, so the same code serves
+//! the primary path, the mirror writer, the test upstream, `loadtest`, unit
+//! tests and benches.
+//!
+//! Policy (SPEC "Framing policy"): strict. A tee forwards the same bytes to two
+//! backends, so anything ambiguous is rejected rather than repaired: bare LF,
+//! obs-fold, whitespace before a colon, CTLs in values, CL+TE, conflicting or
+//! listed Content-Length, any transfer coding other than a single `chunked`.
+//! Parsed heads keep the read buffer's bytes (one frozen `Bytes`) and refer to
+//! them by [`Span`]; every head sent upstream is written from the parse with
+//! canonical separators, never relayed raw.
+
+pub mod body;
+pub mod chunked;
+pub mod request;
+pub mod response;
+pub mod write;
+
+pub use body::{Decoded, Decoder};
+pub use chunked::ChunkedDecoder;
+pub use request::{parse_request, RequestHead, RequestLimits};
+pub use response::{parse_response, ResponseFraming, ResponseHead};
+
+/// Most header fields accepted in one head (more: 431 for requests, 502 for responses).
+pub const MAX_HEADERS: usize = 100;
+/// Longest request target accepted (nginx's default request-line buffer); longer: 414.
+pub const MAX_TARGET_LEN: usize = 8192;
+/// Longest chunk-size line extension accepted, per chunk.
+pub const MAX_CHUNK_EXT: usize = 4096;
+/// Total bytes of trailer fields accepted after the last chunk.
+pub const MAX_TRAILERS: usize = 16 * 1024;
+/// Most hex digits in a chunk size (16 digits = u64 range).
+pub const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
+
+/// A byte range into a head's frozen buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+    #[inline]
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    /// The span of `sub`, which must be a subslice of `base`.
+    #[inline]
+    pub(crate) fn of(base: &[u8], sub: &[u8]) -> Span {
+        let start = sub.as_ptr() as usize - base.as_ptr() as usize;
+        debug_assert!(start + sub.len() <= base.len());
+        Span {
+            start: start as u32,
+            end: (start + sub.len()) as u32,
+        }
+    }
+}
+
+/// One header field of a parsed head.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub name: Span,
+    pub value: Span,
+    /// Hop-by-hop or framing field: not forwarded as-is (RFC 9110 §7.6.1).
+    pub hop: bool,
+}
+
+/// HTTP version of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Trim optional whitespace (SP / HTAB) on both ends.
+#[inline]
+pub fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Parse a Content-Length value: `1*DIGIT`, no sign, no list, overflow-checked.
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = trim_ows(v);
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+/// RFC 9110 token character.
+#[inline]
+pub fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' |
+        b'^' | b'_' | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// Iterate comma-separated list elements, trimmed, empty ones skipped.
+pub fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether `buf` holds a bare LF (a `\n` not preceded by `\r`).
+#[inline]
+pub(crate) fn has_bare_lf(buf: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + off;
+        if at == 0 || buf[at - 1] != b'\r' {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+/// Header names that are hop-by-hop or framing for every message (RFC 9110 §7.6.1).
+#[inline]
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}

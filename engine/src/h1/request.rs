@@ -1,0 +1,417 @@
+//! Request head parsing (RFC 9112 §2-3, §6.3) with httparse in its strict,
+//! default configuration, plus the checks httparse leaves to its caller:
+//! bare LF, Host rules, Content-Length / Transfer-Encoding policy, target form.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    has_bare_lf, is_hop_by_hop, list_items, parse_content_length, trim_ows, Field, Span, Version,
+    MAX_HEADERS, MAX_TARGET_LEN,
+};
+use crate::error::Kind;
+
+/// Limits applied while parsing a request head.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Head larger than this: 431 (or 414 when the request line alone is).
+    pub max_header_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How the request body is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head. Field and target spans index into `raw`.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// The head's bytes as received, frozen (shared by refcount with mirrors).
+    pub raw: Bytes,
+    pub method: Span,
+    /// Target to forward in origin-form (may be empty or start with `?` for an
+    /// absolute-form target without a path: write a `/` before it).
+    pub target: Span,
+    /// Path without query string (empty for `*`).
+    pub path: Span,
+    pub version: Version,
+    pub fields: Vec<Field>,
+    /// Host field value, or the authority of an absolute-form target.
+    pub host: Option<Span>,
+    pub framing: BodyFraming,
+    /// Whether the client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// `Upgrade` value when `Connection: upgrade` was also sent.
+    pub upgrade: Option<Span>,
+    /// Existing `X-Forwarded-For` values (joined when writing).
+    pub forwarded_for: Option<Span>,
+    pub is_head: bool,
+}
+
+impl RequestHead {
+    #[inline]
+    pub fn method(&self) -> &[u8] {
+        self.method.get(&self.raw)
+    }
+    #[inline]
+    pub fn target(&self) -> &[u8] {
+        self.target.get(&self.raw)
+    }
+    #[inline]
+    pub fn path(&self) -> &[u8] {
+        self.path.get(&self.raw)
+    }
+    #[inline]
+    pub fn host(&self) -> Option<&[u8]> {
+        self.host.map(|s| s.get(&self.raw))
+    }
+    #[inline]
+    pub fn name(&self, f: &Field) -> &[u8] {
+        f.name.get(&self.raw)
+    }
+    #[inline]
+    pub fn value(&self, f: &Field) -> &[u8] {
+        f.value.get(&self.raw)
+    }
+    /// First value of the field named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|f| self.name(f).eq_ignore_ascii_case(name))
+            .map(|f| self.value(f))
+    }
+    /// Declared body length, when known up front.
+    pub fn content_length(&self) -> Option<u64> {
+        match self.framing {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        }
+    }
+    pub fn has_body(&self) -> bool {
+        self.framing != BodyFraming::None
+    }
+    /// Idempotent per RFC 9110 §9.2.2 (safe to retry on a fresh connection).
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method(),
+            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+        )
+    }
+}
+
+/// Parse one request head from the front of `buf`.
+///
+/// `Ok(None)`: incomplete, read more. `Ok(Some(head))`: the head's bytes were
+/// split off `buf`. `Err(kind)`: answer with `kind.status()` and close.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &RequestLimits,
+) -> Result<Option<RequestHead>, Kind> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let limit = limits.max_header_bytes.min(buf.len());
+    let window = &buf[..limit];
+    let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(window, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            let line_done = window.contains(&b'\n');
+            if !line_done && window.len() > MAX_TARGET_LEN + 32 {
+                return Err(Kind::UriTooLong);
+            }
+            if buf.len() >= limits.max_header_bytes {
+                return Err(if line_done {
+                    Kind::HeadTooLarge
+                } else {
+                    Kind::UriTooLong
+                });
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Kind::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(window)),
+        Err(httparse::Error::Token) => return Err(Kind::BadRequest("invalid method")),
+        Err(httparse::Error::HeaderName) => return Err(Kind::BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => {
+            return Err(Kind::BadRequest("invalid header value"))
+        }
+        Err(httparse::Error::NewLine) => return Err(Kind::BadRequest("invalid line ending")),
+        Err(_) => return Err(Kind::BadRequest("malformed request line")),
+    };
+    if has_bare_lf(&window[..n]) {
+        return Err(Kind::BadRequest("bare LF in request head"));
+    }
+    // httparse guarantees these are present on Complete.
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Kind::BadRequest("malformed request line"));
+    };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
+    if target.len() > MAX_TARGET_LEN {
+        return Err(Kind::UriTooLong);
+    }
+    if method == "CONNECT" {
+        return Err(Kind::MethodNotAllowed);
+    }
+    let base = window;
+    let method_span = Span::of(base, method.as_bytes());
+    let mut target_span = Span::of(base, target.as_bytes());
+    let mut host: Option<Span> = None;
+    let tb = target.as_bytes();
+    if tb[0] == b'/' {
+        // origin-form
+    } else if tb == b"*" {
+        if method != "OPTIONS" {
+            return Err(Kind::BadRequest("asterisk-form target on a method other than OPTIONS"));
+        }
+    } else if let Some((authority, rest)) = split_absolute(tb) {
+        if authority.is_empty() || !valid_authority(authority) {
+            return Err(Kind::BadRequest("invalid authority in absolute-form target"));
+        }
+        host = Some(Span::of(base, authority));
+        target_span = Span::of(base, rest);
+    } else {
+        return Err(Kind::BadRequest("invalid request target"));
+    }
+    let tgt = target_span.get(base);
+    let path_len = tgt.iter().position(|&b| b == b'?').unwrap_or(tgt.len());
+    let path_span = if tgt == b"*" {
+        Span {
+            start: target_span.start,
+            end: target_span.start,
+        }
+    } else {
+        Span {
+            start: target_span.start,
+            end: target_span.start + path_len as u32,
+        }
+    };
+
+    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut host_field: Option<Span> = None;
+    let mut host_count = 0u32;
+    let mut content_length: Option<u64> = None;
+    let mut te_count = 0u32;
+    let mut te_chunked = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
+    let mut upgrade_value: Option<Span> = None;
+    let mut expect_continue = false;
+    let mut forwarded_for: Option<Span> = None;
+    let mut conn_named: [Option<&[u8]>; 8] = [None; 8];
+    let mut conn_named_n = 0usize;
+
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        let mut hop = is_hop_by_hop(name);
+        if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+            if host_count > 1 {
+                return Err(Kind::BadRequest("duplicate Host"));
+            }
+            let v = trim_ows(value);
+            if !valid_authority(v) && !v.is_empty() {
+                return Err(Kind::BadRequest("invalid Host"));
+            }
+            host_field = Some(Span::of(base, v));
+            hop = true; // re-written from the parse
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = parse_content_length(value) else {
+                return Err(Kind::BadRequest("invalid Content-Length"));
+            };
+            if content_length.is_some_and(|m| m != n) {
+                return Err(Kind::BadRequest("conflicting Content-Length"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_count += 1;
+            let v = trim_ows(value);
+            if v.eq_ignore_ascii_case(b"chunked") {
+                te_chunked = true;
+            } else if list_items(v).next().is_none() {
+                return Err(Kind::BadRequest("empty Transfer-Encoding"));
+            } else {
+                // any other coding, or a list: only a single `chunked` is supported
+                let only_chunked = list_items(v).all(|c| c.eq_ignore_ascii_case(b"chunked"));
+                if only_chunked {
+                    return Err(Kind::BadRequest("chunked applied more than once"));
+                }
+                return Err(if version == Version::Http10 {
+                    Kind::BadRequest("Transfer-Encoding in HTTP/1.0")
+                } else {
+                    Kind::UnsupportedCoding
+                });
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for tok in list_items(value) {
+                if tok.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
+                } else if conn_named_n < conn_named.len() {
+                    conn_named[conn_named_n] = Some(tok);
+                    conn_named_n += 1;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_value = Some(Span::of(base, trim_ows(value)));
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            }
+            hop = true; // the engine answers 100-continue itself
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            if forwarded_for.is_some() {
+                // keep the first; a second list is folded by position below
+            } else {
+                forwarded_for = Some(Span::of(base, trim_ows(value)));
+            }
+            hop = true;
+        }
+        fields.push(Field {
+            name: Span::of(base, name),
+            value: Span::of(base, value),
+            hop,
+        });
+    }
+    if te_count > 1 {
+        return Err(Kind::BadRequest("duplicate Transfer-Encoding"));
+    }
+    if te_count > 0 && content_length.is_some() {
+        return Err(Kind::BadRequest("both Content-Length and Transfer-Encoding"));
+    }
+    if te_chunked && version == Version::Http10 {
+        return Err(Kind::BadRequest("Transfer-Encoding in HTTP/1.0"));
+    }
+    if version == Version::Http11 && host_count == 0 {
+        return Err(Kind::BadRequest("missing Host"));
+    }
+    if conn_named_n > 0 {
+        for f in fields.iter_mut() {
+            let name = f.name.get(base);
+            if conn_named[..conn_named_n]
+                .iter()
+                .flatten()
+                .any(|t| t.eq_ignore_ascii_case(name))
+            {
+                f.hop = true;
+            }
+        }
+    }
+    let framing = if te_chunked {
+        BodyFraming::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::Http11 => !conn_close,
+        Version::Http10 => conn_keep_alive && !conn_close,
+    };
+    let upgrade = if conn_upgrade && version == Version::Http11 {
+        upgrade_value.filter(|s| !s.is_empty())
+    } else {
+        None
+    };
+    let is_head = method == "HEAD";
+    let host = host.or(host_field);
+    drop(req);
+    let raw = buf.split_to(n).freeze();
+    Ok(Some(RequestHead {
+        raw,
+        method: method_span,
+        target: target_span,
+        path: path_span,
+        version,
+        fields,
+        host,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+        forwarded_for,
+        is_head,
+    }))
+}
+
+/// 505 when the request line names an HTTP version we do not speak, else 400.
+fn version_error(buf: &[u8]) -> Kind {
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let last = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    if last.len() == 8
+        && last.starts_with(b"HTTP/")
+        && last[5].is_ascii_digit()
+        && last[6] == b'.'
+        && last[7].is_ascii_digit()
+    {
+        Kind::UnsupportedVersion
+    } else if last.len() >= 6 && last.starts_with(b"HTTP/") && last[5..].iter().all(|b| b.is_ascii_digit() || *b == b'.') {
+        Kind::UnsupportedVersion
+    } else {
+        Kind::BadRequest("malformed request line")
+    }
+}
+
+/// Split an absolute-form `http(s)://authority/path?q` into (authority, rest).
+fn split_absolute(t: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = if t.len() > 7 && t[..7].eq_ignore_ascii_case(b"http://") {
+        &t[7..]
+    } else if t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://") {
+        &t[8..]
+    } else {
+        return None;
+    };
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.contains(&b'@') {
+        return None; // userinfo is deprecated and a smuggling vector
+    }
+    Some((authority, &rest[end..]))
+}
+
+/// Characters allowed in a Host / authority: reg-name, IP-literal, port.
+fn valid_authority(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+                        | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']'
+                )
+        })
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

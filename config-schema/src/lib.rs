@@ -231,12 +231,13 @@ pub enum PathMatch {
 
 impl Match {
     /// True when the request satisfies every condition. `header` looks a
-    /// field up by lowercase name.
-    pub fn matches(
+    /// field up by lowercase name; the value it returns borrows from the
+    /// request (`'h`), not from the name.
+    pub fn matches<'h>(
         &self,
         method: &[u8],
         path_without_query: &[u8],
-        header: impl Fn(&[u8]) -> Option<&[u8]>,
+        header: impl Fn(&[u8]) -> Option<&'h [u8]>,
     ) -> bool {
         match &self.path {
             Some(PathMatch::Exact(p)) if path_without_query != p.as_bytes() => return false,

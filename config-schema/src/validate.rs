@@ -45,12 +45,11 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Ok(t) => t,
         Err(e) => {
             let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            // One error per line: fold the parser's multi-line message.
+            let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
             return Err(ConfigErrors(vec![ConfigError {
                 path: String::new(),
-                message: format!(
-                    "TOML syntax error at line {line}, column {col}: {}",
-                    e.message().trim()
-                ),
+                message: format!("TOML syntax error at line {line}, column {col}: {message}"),
             }]));
         }
     };

@@ -31,7 +31,10 @@ pub(crate) fn render(c: &Config) -> Value {
         "max_body_bytes".into(),
         json!(c.server.max_body_bytes.unwrap_or(0)),
     );
-    server.insert("header_timeout_ms".into(), json!(ms(c.server.header_timeout)));
+    server.insert(
+        "header_timeout_ms".into(),
+        json!(ms(c.server.header_timeout)),
+    );
     server.insert("idle_timeout_ms".into(), json!(ms(c.server.idle_timeout)));
     server.insert("drain_timeout_ms".into(), json!(ms(c.server.drain_timeout)));
     server.insert("max_connections".into(), json!(c.server.max_connections));

@@ -118,7 +118,10 @@ fn spec_example_parses_with_every_value() {
     assert_eq!(c.server.max_connections, 10000);
     assert_eq!(c.log.access, AccessLog::Off);
     assert!(c.admin.explicit);
-    assert_eq!(c.mirror.marker_header.as_deref(), Some("x-shadowtee-mirror"));
+    assert_eq!(
+        c.mirror.marker_header.as_deref(),
+        Some("x-shadowtee-mirror")
+    );
     assert_eq!(c.upstreams.len(), 2);
     assert_eq!(c.upstream_index("test-v1"), Some(1));
     let r = &c.routes[0];
@@ -189,7 +192,10 @@ fn defaults_match_spec() {
     assert_eq!(c.mirror.max_body_bytes, 1048576);
     assert_eq!(c.mirror.timeout, Duration::from_millis(1000));
     assert_eq!(c.mirror.host_suffix, "");
-    assert_eq!(c.mirror.marker_header.as_deref(), Some("x-shadowtee-mirror"));
+    assert_eq!(
+        c.mirror.marker_header.as_deref(),
+        Some("x-shadowtee-mirror")
+    );
     assert!(c.upstreams.is_empty());
     assert!(c.routes.is_empty());
     assert!(c.summary().contains("every request gets 404"));
@@ -260,7 +266,8 @@ compare_body = true
     c2.admin.explicit = c.admin.explicit;
     assert_eq!(c2, c);
 
-    let c = parse("[server]\nlisten = \"127.0.0.1:1\"\n[log]\naccess = \"/var/log/st.log\"\n").unwrap();
+    let c =
+        parse("[server]\nlisten = \"127.0.0.1:1\"\n[log]\naccess = \"/var/log/st.log\"\n").unwrap();
     assert_eq!(c.log.access, AccessLog::File("/var/log/st.log".into()));
 }
 
@@ -324,7 +331,8 @@ percentage = 1
         "routes[0].mirrors[0].percentage",
     ] {
         assert!(
-            e.0.iter().any(|x| x.path == p && x.message == "unknown key"),
+            e.0.iter()
+                .any(|x| x.path == p && x.message == "unknown key"),
             "missing unknown key {p}:\n{e}"
         );
     }
@@ -338,7 +346,10 @@ percentage = 1
 #[test]
 fn type_errors_name_the_key() {
     assert_err(
-        &BASE.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8080\"\ncores = \"2\""),
+        &BASE.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ncores = \"2\"",
+        ),
         "server.cores",
         "expected an integer, found a string",
     );
@@ -366,19 +377,47 @@ fn type_errors_name_the_key() {
 fn server_listen_is_required() {
     assert_err("", "server.listen", "required");
     assert_err("[server]\ncores = 1\n", "server.listen", "required");
-    assert_err("[server]\nlisten = \"nope\"\n", "server.listen", "host:port");
+    assert_err(
+        "[server]\nlisten = \"nope\"\n",
+        "server.listen",
+        "host:port",
+    );
 }
 
 #[test]
 fn server_limits() {
     let srv = |extra: &str| format!("[server]\nlisten = \"127.0.0.1:1\"\n{extra}\n");
     assert_err(&srv("cores = 0"), "server.cores", "at least 1");
-    assert_err(&srv("max_header_bytes = 1023"), "server.max_header_bytes", "at least 1024");
-    assert_err(&srv("header_timeout_ms = 0"), "server.header_timeout_ms", "at least 1");
-    assert_err(&srv("idle_timeout_ms = 0"), "server.idle_timeout_ms", "at least 1");
-    assert_err(&srv("drain_timeout_ms = -5"), "server.drain_timeout_ms", "at least 1");
-    assert_err(&srv("max_connections = 0"), "server.max_connections", "at least 1");
-    assert_err(&srv("max_body_bytes = -1"), "server.max_body_bytes", "at least 0");
+    assert_err(
+        &srv("max_header_bytes = 1023"),
+        "server.max_header_bytes",
+        "at least 1024",
+    );
+    assert_err(
+        &srv("header_timeout_ms = 0"),
+        "server.header_timeout_ms",
+        "at least 1",
+    );
+    assert_err(
+        &srv("idle_timeout_ms = 0"),
+        "server.idle_timeout_ms",
+        "at least 1",
+    );
+    assert_err(
+        &srv("drain_timeout_ms = -5"),
+        "server.drain_timeout_ms",
+        "at least 1",
+    );
+    assert_err(
+        &srv("max_connections = 0"),
+        "server.max_connections",
+        "at least 1",
+    );
+    assert_err(
+        &srv("max_body_bytes = -1"),
+        "server.max_body_bytes",
+        "at least 0",
+    );
     let c = parse(&srv("max_body_bytes = 10")).unwrap();
     assert_eq!(c.server.max_body_bytes, Some(10));
 }
@@ -396,19 +435,35 @@ fn admin_listen_must_be_an_address() {
 
 #[test]
 fn log_access_must_be_a_string() {
-    assert_err(&format!("{BASE}\n[log]\naccess = true\n"), "log.access", "expected a string");
+    assert_err(
+        &format!("{BASE}\n[log]\naccess = true\n"),
+        "log.access",
+        "expected a string",
+    );
 }
 
 #[test]
 fn mirror_settings_limits() {
     let m = |extra: &str| format!("{BASE}\n[mirror]\n{extra}\n");
-    assert_err(&m("queue_capacity = 0"), "mirror.queue_capacity", "at least 1");
+    assert_err(
+        &m("queue_capacity = 0"),
+        "mirror.queue_capacity",
+        "at least 1",
+    );
     assert_err(&m("max_inflight = 0"), "mirror.max_inflight", "at least 1");
     assert_err(&m("timeout_ms = 0"), "mirror.timeout_ms", "at least 1");
-    assert_err(&m("host_suffix = \"-sh adow\""), "mirror.host_suffix", "whitespace");
+    assert_err(
+        &m("host_suffix = \"-sh adow\""),
+        "mirror.host_suffix",
+        "whitespace",
+    );
     assert_err(&m("host_suffix = \"a/b\""), "mirror.host_suffix", "'/'");
     assert_err(&m("host_suffix = \":81\""), "mirror.host_suffix", "':'");
-    assert_err(&m("marker_header = \"x mirror\""), "mirror.marker_header", "token");
+    assert_err(
+        &m("marker_header = \"x mirror\""),
+        "mirror.marker_header",
+        "token",
+    );
     let c = parse(&m("marker_header = \"X-Mirrored\"\nmax_body_bytes = 0")).unwrap();
     assert_eq!(c.mirror.marker_header.as_deref(), Some("x-mirrored"));
     assert_eq!(c.mirror.max_body_bytes, 0);
@@ -418,35 +473,64 @@ fn mirror_settings_limits() {
 
 #[test]
 fn upstream_names_required_valid_and_unique() {
-    assert_err(&BASE.replace("name = \"v2\"", "name = \"v1\""), "upstreams[1].name", "duplicate upstream name \"v1\"");
-    assert_err(&BASE.replace("name = \"v2\"\n", ""), "upstreams[1].name", "required");
-    assert_err(&BASE.replace("name = \"v2\"", "name = \"a/b\""), "upstreams[1].name", "only letters");
+    assert_err(
+        &BASE.replace("name = \"v2\"", "name = \"v1\""),
+        "upstreams[1].name",
+        "duplicate upstream name \"v1\"",
+    );
+    assert_err(
+        &BASE.replace("name = \"v2\"\n", ""),
+        "upstreams[1].name",
+        "required",
+    );
+    assert_err(
+        &BASE.replace("name = \"v2\"", "name = \"a/b\""),
+        "upstreams[1].name",
+        "only letters",
+    );
 }
 
 #[test]
 fn upstream_endpoints() {
-    assert_err(&BASE.replace("[\"127.0.0.1:3002\"]", "[]"), "upstreams[1].endpoints", "at least one");
+    assert_err(
+        &BASE.replace("[\"127.0.0.1:3002\"]", "[]"),
+        "upstreams[1].endpoints",
+        "at least one",
+    );
     assert_err(
         &BASE.replace("endpoints = [\"127.0.0.1:3002\"]\n", ""),
         "upstreams[1].endpoints",
         "required",
     );
     assert_err(
-        &BASE.replace("[\"127.0.0.1:3002\"]", "[\"127.0.0.1:3002\", \"no-such-host.invalid:80\"]"),
+        &BASE.replace(
+            "[\"127.0.0.1:3002\"]",
+            "[\"127.0.0.1:3002\", \"no-such-host.invalid:80\"]",
+        ),
         "upstreams[1].endpoints[1]",
         "cannot resolve",
     );
     assert_err(
-        &BASE.replace("[\"127.0.0.1:3002\"]", "[\"127.0.0.1:3002\", \"127.0.0.1\"]"),
+        &BASE.replace(
+            "[\"127.0.0.1:3002\"]",
+            "[\"127.0.0.1:3002\", \"127.0.0.1\"]",
+        ),
         "upstreams[1].endpoints[1]",
         "host:port",
     );
     assert_err(
-        &BASE.replace("[\"127.0.0.1:3002\"]", "[\"127.0.0.1:3002\", \"127.0.0.1:3002\"]"),
+        &BASE.replace(
+            "[\"127.0.0.1:3002\"]",
+            "[\"127.0.0.1:3002\", \"127.0.0.1:3002\"]",
+        ),
         "upstreams[1].endpoints[1]",
         "duplicate",
     );
-    assert_err(&BASE.replace("127.0.0.1:3002", "127.0.0.1:0"), "upstreams[1].endpoints[0]", "port 0");
+    assert_err(
+        &BASE.replace("127.0.0.1:3002", "127.0.0.1:0"),
+        "upstreams[1].endpoints[0]",
+        "port 0",
+    );
 }
 
 #[test]
@@ -474,13 +558,17 @@ fn upstream_timeouts() {
 fn route_names_unique_with_default_names() {
     let dest = "[[routes.destinations]]\nupstream = \"v1\"\n";
     assert_err(
-        &with_route(&format!("[[routes]]\nname = \"a\"\n{dest}[[routes]]\nname = \"a\"\n{dest}")),
+        &with_route(&format!(
+            "[[routes]]\nname = \"a\"\n{dest}[[routes]]\nname = \"a\"\n{dest}"
+        )),
         "routes[1].name",
         "duplicate route name \"a\"",
     );
     // An explicit name may collide with a default one.
     assert_err(
-        &with_route(&format!("[[routes]]\n{dest}[[routes]]\nname = \"route0\"\n{dest}")),
+        &with_route(&format!(
+            "[[routes]]\n{dest}[[routes]]\nname = \"route0\"\n{dest}"
+        )),
         "routes[1].name",
         "duplicate route name \"route0\"",
     );
@@ -516,14 +604,24 @@ fn destination_upstream_must_exist() {
 
 #[test]
 fn at_least_one_destination() {
-    assert_err(&with_route("[[routes]]\nname = \"a\"\n"), "routes[0].destinations", "at least one");
-    assert_err(&with_route("[[routes]]\ndestinations = []\n"), "routes[0].destinations", "at least one");
+    assert_err(
+        &with_route("[[routes]]\nname = \"a\"\n"),
+        "routes[0].destinations",
+        "at least one",
+    );
+    assert_err(
+        &with_route("[[routes]]\ndestinations = []\n"),
+        "routes[0].destinations",
+        "at least one",
+    );
 }
 
 #[test]
 fn weights_rules() {
     assert_err(
-        &with_route("[[routes]]\ndestinations = [{ upstream = \"v1\" }, { upstream = \"v2\", weight = 1 }]"),
+        &with_route(
+            "[[routes]]\ndestinations = [{ upstream = \"v1\" }, { upstream = \"v2\", weight = 1 }]",
+        ),
         "routes[0].destinations[0].weight",
         "weight required when a route has several destinations",
     );
@@ -558,22 +656,30 @@ fn weights_rules() {
 fn path_rules() {
     let d = "destinations = [{ upstream = \"v1\" }]";
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\npath_exact = \"/a\"\npath_prefix = \"/\"\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\npath_exact = \"/a\"\npath_prefix = \"/\"\n"
+        )),
         "routes[0].match.path_exact",
         "mutually exclusive",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\npath_exact = \"hello\"\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\npath_exact = \"hello\"\n"
+        )),
         "routes[0].match.path_exact",
         "start with '/'",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\npath_prefix = \"api\"\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\npath_prefix = \"api\"\n"
+        )),
         "routes[0].match.path_prefix",
         "start with '/'",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\npath_exact = \"/a?b=1\"\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\npath_exact = \"/a?b=1\"\n"
+        )),
         "routes[0].match.path_exact",
         "without the query",
     );
@@ -583,7 +689,9 @@ fn path_rules() {
 fn method_rules() {
     let d = "destinations = [{ upstream = \"v1\" }]";
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\nmethods = [\"GET\", \"BAD METHOD\"]\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\nmethods = [\"GET\", \"BAD METHOD\"]\n"
+        )),
         "routes[0].match.methods[1]",
         "not a valid HTTP method",
     );
@@ -593,7 +701,9 @@ fn method_rules() {
         "must not be empty",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[[routes.mirrors]]\nupstream = \"v2\"\nmethods = [\"\"]\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[[routes.mirrors]]\nupstream = \"v2\"\nmethods = [\"\"]\n"
+        )),
         "routes[0].mirrors[0].methods[0]",
         "not a valid HTTP method",
     );
@@ -603,17 +713,23 @@ fn method_rules() {
 fn match_header_rules() {
     let d = "destinations = [{ upstream = \"v1\" }]";
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"x canary\" = \"1\" }}\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"x canary\" = \"1\" }}\n"
+        )),
         "routes[0].match.headers.\"x canary\"",
         "not a valid header name",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"x-a\" = \"1\\r\\nx: y\" }}\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"x-a\" = \"1\\r\\nx: y\" }}\n"
+        )),
         "routes[0].match.headers.x-a",
         "CR, LF, NUL",
     );
     assert_err(
-        &with_route(&format!("[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"X-A\" = \"1\", \"x-a\" = \"2\" }}\n")),
+        &with_route(&format!(
+            "[[routes]]\n{d}\n[routes.match]\nheaders = {{ \"X-A\" = \"1\", \"x-a\" = \"2\" }}\n"
+        )),
         "routes[0].match.headers.x-a",
         "listed twice",
     );
@@ -630,7 +746,9 @@ fn mirror(extra: &str) -> String {
 #[test]
 fn mirror_upstream_must_exist_and_be_unique() {
     assert_err(
-        &with_route("[[routes]]\ndestinations = [{ upstream = \"v1\" }]\nmirrors = [{ upstream = \"v3\" }]"),
+        &with_route(
+            "[[routes]]\ndestinations = [{ upstream = \"v1\" }]\nmirrors = [{ upstream = \"v3\" }]",
+        ),
         "routes[0].mirrors[0].upstream",
         "no upstream named \"v3\"",
     );
@@ -643,24 +761,63 @@ fn mirror_upstream_must_exist_and_be_unique() {
 
 #[test]
 fn mirror_percent_rules() {
-    assert_err(&mirror("percent = 100.5"), "routes[0].mirrors[0].percent", "0..=100");
-    assert_err(&mirror("percent = -1"), "routes[0].mirrors[0].percent", "0..=100");
-    assert_err(&mirror("percent = nan"), "routes[0].mirrors[0].percent", "0..=100");
-    assert_err(&mirror("percent = inf"), "routes[0].mirrors[0].percent", "0..=100");
-    assert_err(&mirror("percent = \"5\""), "routes[0].mirrors[0].percent", "expected a number");
-    assert_eq!(parse(&mirror("percent = 0")).unwrap().routes[0].mirrors[0].percent, 0.0);
+    assert_err(
+        &mirror("percent = 100.5"),
+        "routes[0].mirrors[0].percent",
+        "0..=100",
+    );
+    assert_err(
+        &mirror("percent = -1"),
+        "routes[0].mirrors[0].percent",
+        "0..=100",
+    );
+    assert_err(
+        &mirror("percent = nan"),
+        "routes[0].mirrors[0].percent",
+        "0..=100",
+    );
+    assert_err(
+        &mirror("percent = inf"),
+        "routes[0].mirrors[0].percent",
+        "0..=100",
+    );
+    assert_err(
+        &mirror("percent = \"5\""),
+        "routes[0].mirrors[0].percent",
+        "expected a number",
+    );
+    assert_eq!(
+        parse(&mirror("percent = 0")).unwrap().routes[0].mirrors[0].percent,
+        0.0
+    );
 }
 
 #[test]
 fn mirror_max_rps_positive() {
-    assert_err(&mirror("max_rps = 0"), "routes[0].mirrors[0].max_rps", "at least 1");
+    assert_err(
+        &mirror("max_rps = 0"),
+        "routes[0].mirrors[0].max_rps",
+        "at least 1",
+    );
 }
 
 #[test]
 fn mirror_sample_key_form() {
-    assert_err(&mirror("sample_key = \"x-user-id\""), "routes[0].mirrors[0].sample_key", "header:NAME");
-    assert_err(&mirror("sample_key = \"header:\""), "routes[0].mirrors[0].sample_key", "not a valid header name");
-    assert_err(&mirror("sample_key = \"cookie:a\""), "routes[0].mirrors[0].sample_key", "header:NAME");
+    assert_err(
+        &mirror("sample_key = \"x-user-id\""),
+        "routes[0].mirrors[0].sample_key",
+        "header:NAME",
+    );
+    assert_err(
+        &mirror("sample_key = \"header:\""),
+        "routes[0].mirrors[0].sample_key",
+        "not a valid header name",
+    );
+    assert_err(
+        &mirror("sample_key = \"cookie:a\""),
+        "routes[0].mirrors[0].sample_key",
+        "header:NAME",
+    );
 }
 
 #[test]
@@ -695,7 +852,11 @@ fn mirror_header_edit_rules() {
         "routes[0].mirrors[0].set_headers.x-shadowtee-mirror",
         "loop-guard",
     );
-    assert_err(&mirror("remove_headers = [\"host\"]"), "routes[0].mirrors[0].remove_headers[0]", "Host");
+    assert_err(
+        &mirror("remove_headers = [\"host\"]"),
+        "routes[0].mirrors[0].remove_headers[0]",
+        "Host",
+    );
     assert_err(
         &mirror("remove_headers = [\"ok\", \"a:b\"]"),
         "routes[0].mirrors[0].remove_headers[1]",
@@ -706,14 +867,18 @@ fn mirror_header_edit_rules() {
         "routes[0].mirrors[0].remove_headers[0]",
         "both set and removed",
     );
-    assert_err(&mirror("compare_body = 1"), "routes[0].mirrors[0].compare_body", "expected a boolean");
+    assert_err(
+        &mirror("compare_body = 1"),
+        "routes[0].mirrors[0].compare_body",
+        "expected a boolean",
+    );
 }
 
 #[test]
 fn all_errors_are_collected_at_once() {
-    let e = errors(&format!(
-        "[server]\ncores = 0\n[mirror]\nqueue_capacity = 0\n[[upstreams]]\nname = \"a\"\nendpoints = []\n[[routes]]\ndestinations = [{{ upstream = \"zz\" }}]\n"
-    ));
+    let e = errors(
+        "[server]\ncores = 0\n[mirror]\nqueue_capacity = 0\n[[upstreams]]\nname = \"a\"\nendpoints = []\n[[routes]]\ndestinations = [{ upstream = \"zz\" }]\n",
+    );
     for p in [
         "server.listen",
         "server.cores",

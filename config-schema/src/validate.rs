@@ -59,7 +59,10 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Some(c) if cx.errors.is_empty() => Ok(c),
         _ => {
             if cx.errors.is_empty() {
-                cx.err("", "internal error: config incomplete without a reported error");
+                cx.err(
+                    "",
+                    "internal error: config incomplete without a reported error",
+                );
             }
             Err(ConfigErrors(cx.errors))
         }
@@ -117,7 +120,11 @@ fn type_error(cx: &mut Ctx, path: &str, want: &str, got: &Value) {
     let got = got.type_str();
     cx.err(
         path,
-        format!("expected {} {want}, found {} {got}", article(want), article(got)),
+        format!(
+            "expected {} {want}, found {} {got}",
+            article(want),
+            article(got)
+        ),
     );
 }
 
@@ -217,7 +224,10 @@ impl<'a> Obj<'a> {
 
     /// [`Obj::uint`] with a default; a reported error yields the default.
     fn uint_or(&self, cx: &mut Ctx, key: &str, min: u64, max: u64, default: u64) -> u64 {
-        self.uint(cx, key, min, max).ok().flatten().unwrap_or(default)
+        self.uint(cx, key, min, max)
+            .ok()
+            .flatten()
+            .unwrap_or(default)
     }
 
     fn usize_or(&self, cx: &mut Ctx, key: &str, min: u64, default: u64) -> usize {
@@ -417,7 +427,9 @@ fn build_log(cx: &mut Ctx, top: &Obj) -> Log {
 fn build_admin(cx: &mut Ctx, top: &Obj) -> Admin {
     let explicit = top.has("admin");
     let s = section(cx, top, "admin", &["listen"]);
-    let default: SocketAddr = d::ADMIN_LISTEN.parse().expect("valid default admin address");
+    let default: SocketAddr = d::ADMIN_LISTEN
+        .parse()
+        .expect("valid default admin address");
     let listen = s
         .str(cx, "listen")
         .and_then(|l| socket_addr(cx, &s.path("listen"), l))
@@ -440,7 +452,10 @@ fn build_mirror_settings(cx: &mut Ctx, top: &Obj) -> MirrorSettings {
         ],
     );
     let host_suffix = match s.str(cx, "host_suffix") {
-        Some(h) if h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ':') => {
+        Some(h)
+            if h.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ':') =>
+        {
             cx.err(
                 &s.path("host_suffix"),
                 "must not contain whitespace, control characters, '/' or ':'",
@@ -453,7 +468,10 @@ fn build_mirror_settings(cx: &mut Ctx, top: &Obj) -> MirrorSettings {
     let marker_header = match s.str(cx, "marker_header") {
         Some("") => None,
         Some(m) if !is_token(m) => {
-            cx.err(&s.path("marker_header"), "must be a header name (token) or \"\"");
+            cx.err(
+                &s.path("marker_header"),
+                "must be a header name (token) or \"\"",
+            );
             None
         }
         Some(m) => Some(m.to_ascii_lowercase()),
@@ -496,17 +514,13 @@ fn tables<'a>(cx: &mut Ctx, parent: &Obj<'a>, key: &str) -> Vec<(String, Option<
 /// the RFC 3986 unreserved set.
 fn is_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 const NAME_RULE: &str = "must be non-empty and use only letters, digits, '-', '_', '.', '~'";
 
-fn build_upstreams(
-    cx: &mut Ctx,
-    top: &Obj,
-) -> (Option<Vec<Upstream>>, HashMap<String, usize>) {
+fn build_upstreams(cx: &mut Ctx, top: &Obj) -> (Option<Vec<Upstream>>, HashMap<String, usize>) {
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut first_path: HashMap<String, String> = HashMap::new();
     let mut out = Some(Vec::new());
@@ -657,8 +671,12 @@ fn build_match(cx: &mut Ctx, r: &Obj) -> Option<Match> {
         &["path_exact", "path_prefix", "methods", "headers"],
     )?;
     let before = cx.errors.len();
-    let exact = m.str(cx, "path_exact").and_then(|p| check_path(cx, &m.path("path_exact"), p));
-    let prefix = m.str(cx, "path_prefix").and_then(|p| check_path(cx, &m.path("path_prefix"), p));
+    let exact = m
+        .str(cx, "path_exact")
+        .and_then(|p| check_path(cx, &m.path("path_exact"), p));
+    let prefix = m
+        .str(cx, "path_prefix")
+        .and_then(|p| check_path(cx, &m.path("path_prefix"), p));
     if m.has("path_exact") && m.has("path_prefix") {
         cx.err(
             &m.path("path_exact"),
@@ -677,7 +695,10 @@ fn build_match(cx: &mut Ctx, r: &Obj) -> Option<Match> {
             continue;
         };
         if headers.iter().any(|(n, _)| *n == name) {
-            cx.err(&p, format!("header {name:?} listed twice (names are case-insensitive)"));
+            cx.err(
+                &p,
+                format!("header {name:?} listed twice (names are case-insensitive)"),
+            );
             continue;
         }
         if check_header_value(cx, &p, value) {
@@ -696,7 +717,9 @@ fn check_path(cx: &mut Ctx, path: &str, p: &str) -> Option<String> {
         cx.err(path, format!("{p:?} must start with '/'"));
         return None;
     }
-    if p.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+    if p.bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
         cx.err(
             path,
             format!("{p:?}: paths are compared without the query, so '?', '#', whitespace and control characters can never match"),
@@ -734,9 +757,8 @@ fn build_methods(cx: &mut Ctx, obj: &Obj) -> Option<Vec<String>> {
 /// RFC 9110 §5.6.2 token.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn check_header_name(cx: &mut Ctx, path: &str, name: &str) -> Option<String> {
@@ -753,7 +775,10 @@ fn check_header_name(cx: &mut Ctx, path: &str, name: &str) -> Option<String> {
 /// match or would be sent differently).
 fn check_header_value(cx: &mut Ctx, path: &str, value: &str) -> bool {
     if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-        cx.err(path, "header value must not contain CR, LF, NUL or other control characters");
+        cx.err(
+            path,
+            "header value must not contain CR, LF, NUL or other control characters",
+        );
         return false;
     }
     if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
@@ -763,11 +788,7 @@ fn check_header_value(cx: &mut Ctx, path: &str, value: &str) -> bool {
     true
 }
 
-fn upstream_ref(
-    cx: &mut Ctx,
-    obj: &Obj,
-    upstreams: &HashMap<String, usize>,
-) -> Option<usize> {
+fn upstream_ref(cx: &mut Ctx, obj: &Obj, upstreams: &HashMap<String, usize>) -> Option<usize> {
     let Some(name) = obj.str(cx, "upstream") else {
         if !obj.has("upstream") {
             cx.err(&obj.path("upstream"), "required key is missing");
@@ -790,7 +811,10 @@ fn build_destinations(
 ) -> Option<Vec<Destination>> {
     let list = tables(cx, r, "destinations");
     if list.is_empty() {
-        cx.err(&r.path("destinations"), "at least one destination is required");
+        cx.err(
+            &r.path("destinations"),
+            "at least one destination is required",
+        );
         return None;
     }
     let single = list.len() == 1;
@@ -911,7 +935,10 @@ fn build_mirrors(
                 continue;
             }
             if set_headers.iter().any(|(n, _)| *n == name) {
-                cx.err(&p, format!("header {name:?} listed twice (names are case-insensitive)"));
+                cx.err(
+                    &p,
+                    format!("header {name:?} listed twice (names are case-insensitive)"),
+                );
                 continue;
             }
             if check_header_value(cx, &p, value) {

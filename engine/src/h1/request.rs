@@ -133,7 +133,12 @@ pub fn parse_request(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             let line_done = window.contains(&b'\n');
-            if !line_done && window.len() > MAX_TARGET_LEN + 32 {
+            // Unterminated request line: count the target (and " HTTP/1.1\r"), not the method.
+            let after_method = window
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(0, |sp| window.len() - sp - 1);
+            if !line_done && after_method > MAX_TARGET_LEN + b" HTTP/1.1\r".len() {
                 return Err(Kind::UriTooLong);
             }
             if buf.len() >= limits.max_header_bytes {
@@ -219,8 +224,7 @@ pub fn parse_request(
     let mut upgrade_value: Option<Span> = None;
     let mut expect_continue = false;
     let mut forwarded_for: Option<Span> = None;
-    let mut conn_named: [Option<&[u8]>; 8] = [None; 8];
-    let mut conn_named_n = 0usize;
+    let mut conn_named: Vec<&[u8]> = Vec::new();
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -272,21 +276,21 @@ pub fn parse_request(
                     conn_keep_alive = true;
                 } else if tok.eq_ignore_ascii_case(b"upgrade") {
                     conn_upgrade = true;
-                } else if conn_named_n < conn_named.len() {
-                    conn_named[conn_named_n] = Some(tok);
-                    conn_named_n += 1;
+                } else {
+                    conn_named.push(tok);
                 }
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_value = Some(Span::of(base, trim_ows(value)));
         } else if name.eq_ignore_ascii_case(b"expect") {
-            if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
+            // RFC 9110 §10.1.1: ignored in HTTP/1.0.
+            if version == Version::Http11 && trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             }
             hop = true; // the engine answers 100-continue itself
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             if forwarded_for.is_some() {
-                // keep the first; a second list is folded by position below
+                // keep the first; write.rs folds every line into one list
             } else {
                 forwarded_for = Some(Span::of(base, trim_ows(value)));
             }
@@ -310,13 +314,10 @@ pub fn parse_request(
     if version == Version::Http11 && host_count == 0 {
         return Err(Kind::BadRequest("missing Host"));
     }
-    if conn_named_n > 0 {
+    if !conn_named.is_empty() {
         for f in fields.iter_mut() {
             let name = f.name.get(base);
-            if conn_named[..conn_named_n]
-                .iter()
-                .flatten()
-                .any(|t| t.eq_ignore_ascii_case(name))
+            if conn_named.iter().any(|t| t.eq_ignore_ascii_case(name))
             {
                 f.hop = true;
             }
@@ -341,7 +342,6 @@ pub fn parse_request(
     };
     let is_head = method == "HEAD";
     let host = host.or(host_field);
-    drop(req);
     let raw = buf.split_to(n).freeze();
     Ok(Some(RequestHead {
         raw,
@@ -364,15 +364,15 @@ pub fn parse_request(
 fn version_error(buf: &[u8]) -> Kind {
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end];
-    let last = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    if last.len() == 8
-        && last.starts_with(b"HTTP/")
-        && last[5].is_ascii_digit()
-        && last[6] == b'.'
-        && last[7].is_ascii_digit()
-    {
-        Kind::UnsupportedVersion
-    } else if last.len() >= 6 && last.starts_with(b"HTTP/") && last[5..].iter().all(|b| b.is_ascii_digit() || *b == b'.') {
+    // The third element of the line (after method SP target SP), not the last.
+    let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
+    // `HTTP/` 1*DIGIT [ "." 1*DIGIT ]: a version, just not 1.0 or 1.1.
+    let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+    let named = version.strip_prefix(b"HTTP/").is_some_and(|v| match v.iter().position(|&b| b == b'.') {
+        Some(dot) => digits(&v[..dot]) && digits(&v[dot + 1..]),
+        None => digits(v),
+    });
+    if named {
         Kind::UnsupportedVersion
     } else {
         Kind::BadRequest("malformed request line")

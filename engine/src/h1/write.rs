@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 use super::request::{BodyFraming, RequestHead};
 use super::response::{ResponseFraming, ResponseHead};
-use super::Version;
+use super::{trim_ows, Version};
 
 /// How the body of an outgoing request is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +74,13 @@ pub fn write_request_head(
                 .marker
                 .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(name))
     };
-    if let Some(host) = head.host() {
-        if !replaced(b"host") {
-            out.extend_from_slice(b"host: ");
+    if !replaced(b"host") {
+        // HTTP/1.1 requires Host: empty when an HTTP/1.0 client sent none (RFC 9112 §3.2).
+        out.extend_from_slice(b"host: ");
+        if let Some(host) = head.host() {
             write_host_with_suffix(out, host, edits.host_suffix);
-            out.extend_from_slice(b"\r\n");
         }
+        out.extend_from_slice(b"\r\n");
     }
     let check_edits = !edits.set_headers.is_empty()
         || !edits.remove_headers.is_empty()
@@ -98,21 +99,23 @@ pub fn write_request_head(
         out.extend_from_slice(b"\r\n");
     }
     if !replaced(b"x-forwarded-for") {
-        match (head.forwarded_for, edits.client_ip) {
-            (Some(prev), Some(ip)) => {
-                out.extend_from_slice(b"x-forwarded-for: ");
-                out.extend_from_slice(prev.get(&head.raw));
-                let _ = write!(out, ", {ip}\r\n");
+        // Every X-Forwarded-For line, in order, as one list (RFC 9110 §5.3).
+        let mut sep: &[u8] = b"x-forwarded-for: ";
+        for f in &head.fields {
+            let v = trim_ows(head.value(f));
+            if !v.is_empty() && head.name(f).eq_ignore_ascii_case(b"x-forwarded-for") {
+                out.extend_from_slice(sep);
+                out.extend_from_slice(v);
+                sep = b", ";
             }
-            (None, Some(ip)) => {
-                let _ = write!(out, "x-forwarded-for: {ip}\r\n");
-            }
-            (Some(prev), None) => {
-                out.extend_from_slice(b"x-forwarded-for: ");
-                out.extend_from_slice(prev.get(&head.raw));
-                out.extend_from_slice(b"\r\n");
-            }
-            (None, None) => {}
+        }
+        if let Some(ip) = edits.client_ip {
+            out.extend_from_slice(sep);
+            let _ = write!(out, "{ip}");
+            sep = b", ";
+        }
+        if sep == b", " {
+            out.extend_from_slice(b"\r\n");
         }
     }
     for (n, v) in edits.set_headers {

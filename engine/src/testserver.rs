@@ -1,0 +1,1 @@
+//! Test upstream server (being written).

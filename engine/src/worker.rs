@@ -1,0 +1,255 @@
+//! One executor's world: its listener, its connections, its pools, its RNG,
+//! its mirror queue and writer, its access log. Nothing here is shared with
+//! another core; the config generation is picked up by comparing one
+//! relaxed-loaded number per request.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{Latency, Shares};
+
+use crate::accesslog::AccessLogger;
+use crate::mirror::{run_dispatcher, MirrorQueue, Notify, RateLimiter};
+use crate::shared::{CoreStats, Generation, Shared};
+use crate::upstream::Pool;
+
+/// Shares of the mirror task queue (the client queue has 1000): copies get
+/// CPU only when the primary path leaves it.
+const MIRROR_SHARES: usize = 50;
+
+/// Per-core tables derived from one config generation.
+pub struct CoreState {
+    pub gen: Arc<Generation>,
+    pub stats: Arc<CoreStats>,
+    /// Primary pools, by upstream index.
+    pub pools: Vec<Pool>,
+    /// Shadow pools (separate from the primary's), by upstream index.
+    pub mirror_pools: Vec<Pool>,
+    /// Copies in flight, by upstream index.
+    pub mirror_inflight: Vec<Cell<usize>>,
+    /// `[route][mirror]`: `max_rps` buckets.
+    pub limiters: Vec<Vec<Option<RateLimiter>>>,
+    pub access_log: Option<Rc<AccessLogger>>,
+}
+
+impl CoreState {
+    fn build(gen: Arc<Generation>, core: usize, access_log: Option<Rc<AccessLogger>>) -> Self {
+        let cfg = &gen.config;
+        let pools = cfg
+            .upstreams
+            .iter()
+            .map(|u| {
+                Pool::new(
+                    u.endpoints.clone(),
+                    u.max_idle_per_core,
+                    u.connect_timeout,
+                    u.request_timeout,
+                )
+            })
+            .collect();
+        let mirror_pools = cfg
+            .upstreams
+            .iter()
+            .map(|u| {
+                Pool::new(
+                    u.endpoints.clone(),
+                    u.max_idle_per_core.max(cfg.mirror.max_inflight.min(256)),
+                    u.connect_timeout.min(cfg.mirror.timeout),
+                    cfg.mirror.timeout,
+                )
+            })
+            .collect();
+        let limiters = cfg
+            .routes
+            .iter()
+            .map(|r| r.mirrors.iter().map(|m| m.max_rps.map(RateLimiter::new)).collect())
+            .collect();
+        CoreState {
+            stats: gen.stats[core].clone(),
+            mirror_inflight: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
+            gen,
+            pools,
+            mirror_pools,
+            limiters,
+            access_log,
+        }
+    }
+}
+
+/// The executor-local root object.
+pub struct Worker {
+    pub core: usize,
+    pub shared: Arc<Shared>,
+    state: RefCell<Rc<CoreState>>,
+    rng: Cell<u64>,
+    pub active: Cell<usize>,
+    pub mirror_q: Rc<MirrorQueue>,
+    /// Connections idle between requests, closed at once on drain.
+    idle_fds: RefCell<HashMap<u64, RawFd>>,
+    next_conn: Cell<u64>,
+    pub access_log: Option<Rc<AccessLogger>>,
+    accept_stop: Notify,
+}
+
+impl Worker {
+    pub fn new(core: usize, shared: Arc<Shared>) -> Rc<Worker> {
+        let gen = shared.current();
+        let access_log = AccessLogger::new(
+            gen.config.log.access.clone(),
+            gen.stats[core].access_log_dropped.clone(),
+        );
+        let queue_capacity = gen.config.mirror.queue_capacity;
+        let state = CoreState::build(gen, core, access_log.clone());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (core as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ std::process::id() as u64
+            ^ (&state as *const _ as u64);
+        Rc::new(Worker {
+            core,
+            shared,
+            state: RefCell::new(Rc::new(state)),
+            rng: Cell::new(seed | 1),
+            active: Cell::new(0),
+            mirror_q: Rc::new(MirrorQueue::new(queue_capacity)),
+            idle_fds: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            access_log,
+            accept_stop: Notify::default(),
+        })
+    }
+
+    /// Current per-core state, rebuilt when the generation changed.
+    #[inline]
+    pub fn state(&self) -> Rc<CoreState> {
+        let id = self.shared.generation_id();
+        let cur = self.state.borrow().clone();
+        if cur.gen.id == id {
+            return cur;
+        }
+        let gen = self.shared.current();
+        let next = Rc::new(CoreState::build(gen, self.core, self.access_log.clone()));
+        *self.state.borrow_mut() = next.clone();
+        next
+    }
+
+    /// wyrand: fast, per-core, not cryptographic.
+    #[inline]
+    pub fn rand(&self) -> u64 {
+        let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
+        self.rng.set(s);
+        let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) ^ t) as u64
+    }
+
+    pub fn conn_id(&self) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+    pub fn mark_idle(&self, id: u64, fd: RawFd) {
+        self.idle_fds.borrow_mut().insert(id, fd);
+    }
+    pub fn mark_busy(&self, id: u64) {
+        self.idle_fds.borrow_mut().remove(&id);
+    }
+
+    /// Serve until drained. `listener_fd` is this core's SO_REUSEPORT socket.
+    pub async fn run(self: Rc<Self>, listener: TcpListener) {
+        let mirror_tq = glommio::executor().create_task_queue(
+            Shares::Static(MIRROR_SHARES),
+            Latency::NotImportant,
+            "mirror",
+        );
+        glommio::spawn_local_into(run_dispatcher(self.mirror_q.clone(), mirror_tq), mirror_tq)
+            .map(|t| t.detach())
+            .ok();
+        if let Some(log) = self.access_log.clone() {
+            glommio::spawn_local_into(log.run_flusher(), mirror_tq)
+                .map(|t| t.detach())
+                .ok();
+        }
+        let watcher = self.clone();
+        glommio::spawn_local(async move {
+            while !watcher.shared.is_draining() {
+                glommio::timer::sleep(Duration::from_millis(25)).await;
+            }
+            watcher.accept_stop.notify();
+        })
+        .detach();
+
+        self.accept_loop(&listener).await;
+        drop(listener);
+        // Drain: close idle keep-alive connections, let in-flight ones finish.
+        let deadline = Instant::now() + self.state().gen.config.server.drain_timeout;
+        loop {
+            for (_, fd) in self.idle_fds.borrow_mut().drain() {
+                // SAFETY: the fd belongs to a live connection task on this
+                // executor (it unregisters before closing); shutdown only
+                // wakes its pending read with EOF.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+            if self.active.get() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(log) = &self.access_log {
+            log.flush().await;
+        }
+    }
+
+    async fn accept_loop(self: &Rc<Self>, listener: &TcpListener) {
+        loop {
+            let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                self.accept_stop.wait().await;
+                None
+            })
+            .await;
+            let stream = match accepted {
+                None => return,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    eprintln!("shadowtee: core {}: accept failed: {e}", self.core);
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            self.spawn_conn(stream);
+        }
+    }
+
+    fn spawn_conn(self: &Rc<Self>, stream: TcpStream) {
+        let st = self.state();
+        let max = st.gen.config.server.max_connections;
+        let w = self.clone();
+        if self.active.get() >= max {
+            st.stats.unrouted.codes.inc(503);
+            glommio::spawn_local(async move {
+                crate::proxy::reject_overloaded(stream).await;
+            })
+            .detach();
+            return;
+        }
+        self.active.set(self.active.get() + 1);
+        st.stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        glommio::spawn_local(async move {
+            crate::proxy::serve_conn(w.clone(), stream).await;
+            w.active.set(w.active.get() - 1);
+            w.state()
+                .stats
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .detach();
+    }
+}

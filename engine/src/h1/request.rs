@@ -175,6 +175,10 @@ pub fn parse_request(
     if target.len() > MAX_TARGET_LEN {
         return Err(Kind::UriTooLong);
     }
+    if !target.is_ascii() {
+        // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
+        return Err(Kind::BadRequest("non-ASCII byte in request target"));
+    }
     if method == "CONNECT" {
         return Err(Kind::MethodNotAllowed);
     }
@@ -217,6 +221,7 @@ pub fn parse_request(
     let mut host_count = 0u32;
     let mut content_length: Option<u64> = None;
     let mut te_count = 0u32;
+    let mut te_error: Option<Kind> = None;
     let mut te_chunked = false;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
@@ -255,14 +260,13 @@ pub fn parse_request(
             if v.eq_ignore_ascii_case(b"chunked") {
                 te_chunked = true;
             } else if list_items(v).next().is_none() {
-                return Err(Kind::BadRequest("empty Transfer-Encoding"));
+                te_error.get_or_insert(Kind::BadRequest("empty Transfer-Encoding"));
             } else {
                 // any other coding, or a list: only a single `chunked` is supported
                 let only_chunked = list_items(v).all(|c| c.eq_ignore_ascii_case(b"chunked"));
-                if only_chunked {
-                    return Err(Kind::BadRequest("chunked applied more than once"));
-                }
-                return Err(if version == Version::Http10 {
+                te_error.get_or_insert(if only_chunked {
+                    Kind::BadRequest("chunked applied more than once")
+                } else if version == Version::Http10 {
                     Kind::BadRequest("Transfer-Encoding in HTTP/1.0")
                 } else {
                     Kind::UnsupportedCoding
@@ -302,11 +306,15 @@ pub fn parse_request(
             hop,
         });
     }
-    if te_count > 1 {
-        return Err(Kind::BadRequest("duplicate Transfer-Encoding"));
-    }
+    // Ambiguity first: CL with any TE is a 400 whatever the coding.
     if te_count > 0 && content_length.is_some() {
         return Err(Kind::BadRequest("both Content-Length and Transfer-Encoding"));
+    }
+    if let Some(kind) = te_error {
+        return Err(kind);
+    }
+    if te_count > 1 {
+        return Err(Kind::BadRequest("duplicate Transfer-Encoding"));
     }
     if te_chunked && version == Version::Http10 {
         return Err(Kind::BadRequest("Transfer-Encoding in HTTP/1.0"));
@@ -317,8 +325,7 @@ pub fn parse_request(
     if !conn_named.is_empty() {
         for f in fields.iter_mut() {
             let name = f.name.get(base);
-            if conn_named.iter().any(|t| t.eq_ignore_ascii_case(name))
-            {
+            if conn_named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
                 f.hop = true;
             }
         }
@@ -366,12 +373,13 @@ fn version_error(buf: &[u8]) -> Kind {
     let line = &buf[..line_end];
     // The third element of the line (after method SP target SP), not the last.
     let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
-    // `HTTP/` 1*DIGIT [ "." 1*DIGIT ]: a version, just not 1.0 or 1.1.
-    let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
-    let named = version.strip_prefix(b"HTTP/").is_some_and(|v| match v.iter().position(|&b| b == b'.') {
-        Some(dot) => digits(&v[..dot]) && digits(&v[dot + 1..]),
-        None => digits(v),
-    });
+    // Also matches a version cut short by a partial read ("HTTP/2."), so the
+    // answer does not depend on where the bytes were split.
+    let named = version.len() >= 6
+        && version.starts_with(b"HTTP/")
+        && version[5..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || *b == b'.');
     if named {
         Kind::UnsupportedVersion
     } else {

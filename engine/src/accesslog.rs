@@ -87,7 +87,11 @@ impl AccessLogger {
                 b,
                 "mirror {} {} {}.{:03} ms route={} upstream={}",
                 String::from_utf8_lossy(line),
-                if status == 0 { "failed".to_string() } else { status.to_string() },
+                if status == 0 {
+                    "failed".to_string()
+                } else {
+                    status.to_string()
+                },
                 us / 1000,
                 us % 1000,
                 route,
@@ -108,7 +112,10 @@ impl AccessLogger {
         if self.flushing.get() || self.buf.borrow().is_empty() {
             return;
         }
-        let data = std::mem::replace(&mut *self.buf.borrow_mut(), String::with_capacity(64 * 1024));
+        let data = std::mem::replace(
+            &mut *self.buf.borrow_mut(),
+            String::with_capacity(64 * 1024),
+        );
         self.flushing.set(true);
         let target = self.target.clone();
         let _ = glommio::executor()

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::h1::write::reason_phrase;
 use crate::h1::{parse_request, RequestLimits};
-use crate::shared::{Generation, ShedReason, Shared};
+use crate::shared::{Generation, Shared, ShedReason};
 use crate::stats::{HistSnapshot, PROM_BOUNDS_US};
 
 /// Start the admin thread; returns the bound address.
@@ -49,7 +49,13 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(kind) => {
-                    let _ = respond(&mut conn, kind.status(), "text/plain", kind.reason().as_bytes(), false);
+                    let _ = respond(
+                        &mut conn,
+                        kind.status(),
+                        "text/plain",
+                        kind.reason().as_bytes(),
+                        false,
+                    );
                     return;
                 }
             }
@@ -74,13 +80,21 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
         let method = String::from_utf8_lossy(head.method()).into_owned();
         let target = String::from_utf8_lossy(head.target()).into_owned();
         let (status, ctype, body) = route(shared, &method, &target);
-        if respond(&mut conn, status, ctype, body.as_bytes(), head.keep_alive).is_err() || !head.keep_alive {
+        if respond(&mut conn, status, ctype, body.as_bytes(), head.keep_alive).is_err()
+            || !head.keep_alive
+        {
             return;
         }
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, ctype: &str, body: &[u8], keep: bool) -> std::io::Result<()> {
+fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    keep: bool,
+) -> std::io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n",
         reason_phrase(status),
@@ -100,7 +114,11 @@ fn route(shared: &Shared, method: &str, target: &str) -> (u16, &'static str, Str
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
     match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (200, "text/plain; version=0.0.4; charset=utf-8", metrics(shared)),
+        ("GET" | "HEAD", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics(shared),
+        ),
         ("GET" | "HEAD", "/healthz") => {
             if shared.is_draining() {
                 (503, TEXT, "draining\n".into())
@@ -110,8 +128,12 @@ fn route(shared: &Shared, method: &str, target: &str) -> (u16, &'static str, Str
         }
         ("GET" | "HEAD", "/compare") => (200, JSON, pretty(&compare_json(&shared.current()))),
         ("GET" | "HEAD", "/config") => (200, JSON, pretty(&config_json(&shared.current()))),
-        ("POST" | "PUT", p) if p.starts_with("/mirrors/") => set_mirror(shared, &p["/mirrors/".len()..], query),
-        (_, "/metrics" | "/healthz" | "/compare" | "/config") => (405, TEXT, "method not allowed\n".into()),
+        ("POST" | "PUT", p) if p.starts_with("/mirrors/") => {
+            set_mirror(shared, &p["/mirrors/".len()..], query)
+        }
+        (_, "/metrics" | "/healthz" | "/compare" | "/config") => {
+            (405, TEXT, "method not allowed\n".into())
+        }
         (_, p) if p.starts_with("/mirrors/") => (405, TEXT, "use POST\n".into()),
         _ => (404, TEXT, "not found\n".into()),
     }
@@ -138,7 +160,11 @@ fn set_mirror(shared: &Shared, rest: &str, query: &str) -> (u16, &'static str, S
         .iter()
         .position(|m| gen.config.upstreams[m.upstream].name == upstream)
     else {
-        return (404, TEXT, format!("route {route:?} has no mirror to {upstream:?}\n"));
+        return (
+            404,
+            TEXT,
+            format!("route {route:?} has no mirror to {upstream:?}\n"),
+        );
     };
     let ctl = &gen.controls[ri][mi];
     let mut percent = None;
@@ -148,12 +174,24 @@ fn set_mirror(shared: &Shared, rest: &str, query: &str) -> (u16, &'static str, S
         match k {
             "percent" => match v.parse::<f64>() {
                 Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => percent = Some(p),
-                _ => return (400, TEXT, format!("percent must be a number in 0..=100, got {v:?}\n")),
+                _ => {
+                    return (
+                        400,
+                        TEXT,
+                        format!("percent must be a number in 0..=100, got {v:?}\n"),
+                    )
+                }
             },
             "enabled" => match v {
                 "true" | "1" | "on" => enabled = Some(true),
                 "false" | "0" | "off" => enabled = Some(false),
-                _ => return (400, TEXT, format!("enabled must be true or false, got {v:?}\n")),
+                _ => {
+                    return (
+                        400,
+                        TEXT,
+                        format!("enabled must be true or false, got {v:?}\n"),
+                    )
+                }
             },
             _ => return (400, TEXT, format!("unknown parameter {k:?}\n")),
         }
@@ -170,7 +208,9 @@ fn set_mirror(shared: &Shared, rest: &str, query: &str) -> (u16, &'static str, S
     (
         200,
         "application/json",
-        pretty(&json!({"route": route, "upstream": upstream, "percent": ctl.percent(), "enabled": ctl.enabled()})),
+        pretty(
+            &json!({"route": route, "upstream": upstream, "percent": ctl.percent(), "enabled": ctl.enabled()}),
+        ),
     )
 }
 
@@ -181,7 +221,10 @@ fn config_json(gen: &Generation) -> Value {
         for (ri, r) in routes.iter_mut().enumerate() {
             if let Some(ms) = r.get_mut("mirrors").and_then(|m| m.as_array_mut()) {
                 for (mi, m) in ms.iter_mut().enumerate() {
-                    if let (Some(ctl), Some(obj)) = (gen.controls.get(ri).and_then(|c| c.get(mi)), m.as_object_mut()) {
+                    if let (Some(ctl), Some(obj)) = (
+                        gen.controls.get(ri).and_then(|c| c.get(mi)),
+                        m.as_object_mut(),
+                    ) {
                         obj.insert("percent".into(), json!(ctl.percent()));
                         obj.insert("enabled".into(), json!(ctl.enabled()));
                     }
@@ -196,14 +239,20 @@ fn config_json(gen: &Generation) -> Value {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn write_hist(out: &mut String, name: &str, labels: &str, h: &HistSnapshot) {
     let mut cum = 0;
     for (i, b) in PROM_BOUNDS_US.iter().enumerate() {
         cum += h.prom[i];
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cum}", *b as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {cum}",
+            *b as f64 / 1e6
+        );
     }
     cum += h.prom[PROM_BOUNDS_US.len()];
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
@@ -236,7 +285,11 @@ pub fn metrics(shared: &Shared) -> String {
             let mut codes = [0u64; 600];
             for s in &gen.stats {
                 let rs = &s.routes[ri];
-                let p = if up.is_empty() { Some(&rs.engine) } else { rs.dests.iter().find(|d| d.upstream == up) };
+                let p = if up.is_empty() {
+                    Some(&rs.engine)
+                } else {
+                    rs.dests.iter().find(|d| d.upstream == up)
+                };
                 if let Some(p) = p {
                     p.codes.merge_into(&mut codes);
                 }
@@ -258,7 +311,11 @@ pub fn metrics(shared: &Shared) -> String {
                     p.duration.merge_into(&mut h);
                 }
             }
-            let labels = format!("route=\"{}\",upstream=\"{}\"", esc(&r.name), esc(&d.upstream));
+            let labels = format!(
+                "route=\"{}\",upstream=\"{}\"",
+                esc(&r.name),
+                esc(&d.upstream)
+            );
             write_hist(&mut out, "shadowtee_request_duration_seconds", &labels, &h);
         }
     }
@@ -284,8 +341,14 @@ pub fn metrics(shared: &Shared) -> String {
                 bm += ms.compare.body_mismatches.get();
                 pairs += ms.compare.pairs.get();
             }
-            let _ = writeln!(out, "shadowtee_mirror_requests_total{{{labels},outcome=\"completed\"}} {completed}");
-            let _ = writeln!(out, "shadowtee_mirror_requests_total{{{labels},outcome=\"failed\"}} {failed}");
+            let _ = writeln!(
+                out,
+                "shadowtee_mirror_requests_total{{{labels},outcome=\"completed\"}} {completed}"
+            );
+            let _ = writeln!(
+                out,
+                "shadowtee_mirror_requests_total{{{labels},outcome=\"failed\"}} {failed}"
+            );
             for (i, why) in ShedReason::ALL.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -294,9 +357,18 @@ pub fn metrics(shared: &Shared) -> String {
                     shed[i]
                 );
             }
-            let _ = writeln!(compare_lines, "shadowtee_compare_pairs_total{{{labels}}} {pairs}");
-            let _ = writeln!(compare_lines, "shadowtee_compare_status_mismatches_total{{{labels}}} {sm}");
-            let _ = writeln!(compare_lines, "shadowtee_compare_body_mismatches_total{{{labels}}} {bm}");
+            let _ = writeln!(
+                compare_lines,
+                "shadowtee_compare_pairs_total{{{labels}}} {pairs}"
+            );
+            let _ = writeln!(
+                compare_lines,
+                "shadowtee_compare_status_mismatches_total{{{labels}}} {sm}"
+            );
+            let _ = writeln!(
+                compare_lines,
+                "shadowtee_compare_body_mismatches_total{{{labels}}} {bm}"
+            );
             mirror_hists.push((labels, h));
         }
     }
@@ -308,7 +380,11 @@ pub fn metrics(shared: &Shared) -> String {
     out.push_str("# HELP shadowtee_compare_status_mismatches_total Pairs whose status codes differed.\n# TYPE shadowtee_compare_status_mismatches_total counter\n");
     out.push_str("# HELP shadowtee_compare_body_mismatches_total Pairs whose body digests differed (compare_body).\n# TYPE shadowtee_compare_body_mismatches_total counter\n");
     out.push_str(&compare_lines);
-    let open: u64 = gen.stats.iter().map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let open: u64 = gen
+        .stats
+        .iter()
+        .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     let dropped: u64 = gen.stats.iter().map(|s| s.access_log_dropped.get()).sum();
     let _ = writeln!(out, "# HELP shadowtee_open_connections Client connections open now.\n# TYPE shadowtee_open_connections gauge\nshadowtee_open_connections {open}");
     let _ = writeln!(out, "# HELP shadowtee_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE shadowtee_access_log_dropped_total counter\nshadowtee_access_log_dropped_total {dropped}");
@@ -329,7 +405,11 @@ fn write_codes(out: &mut String, route: &str, upstream: &str, codes: &[u64; 600]
                 "shadowtee_requests_total{{route=\"{}\",upstream=\"{}\",code=\"{}\"}} {n}",
                 esc(route),
                 esc(upstream),
-                if code == 0 { "other".to_string() } else { code.to_string() }
+                if code == 0 {
+                    "other".to_string()
+                } else {
+                    code.to_string()
+                }
             );
         }
     }
@@ -339,7 +419,11 @@ fn code_map(codes: &[u64; 600]) -> Value {
     let mut m = serde_json::Map::new();
     for (code, &n) in codes.iter().enumerate() {
         if n > 0 {
-            let key = if code == 0 { "failed".to_string() } else { code.to_string() };
+            let key = if code == 0 {
+                "failed".to_string()
+            } else {
+                code.to_string()
+            };
             m.insert(key, json!(n));
         }
     }
@@ -385,18 +469,29 @@ pub fn compare_json(gen: &Generation) -> Value {
                     shed[i] += x.get();
                 }
                 for (p, q, n) in c.pairs_seen() {
-                    match mismatch_pairs.iter_mut().find(|(a, b, _)| *a == p && *b == q) {
+                    match mismatch_pairs
+                        .iter_mut()
+                        .find(|(a, b, _)| *a == p && *b == q)
+                    {
                         Some(e) => e.2 += n,
                         None => mismatch_pairs.push((p, q, n)),
                     }
                 }
                 recent.extend(c.recent());
             }
-            mismatch_pairs.sort_by(|a, b| b.2.cmp(&a.2));
+            mismatch_pairs.sort_by_key(|p| std::cmp::Reverse(p.2));
             recent.truncate(crate::shared::RECENT_MISMATCHES);
             let ctl = &gen.controls[ri][mi];
-            let matching = if pairs == 0 { 100.0 } else { ((pairs - sm.min(pairs)) as f64 * 10000.0 / pairs as f64).round() / 100.0 };
-            let primaries: Vec<&str> = r.destinations.iter().map(|d| gen.config.upstreams[d.upstream].name.as_str()).collect();
+            let matching = if pairs == 0 {
+                100.0
+            } else {
+                ((pairs - sm.min(pairs)) as f64 * 10000.0 / pairs as f64).round() / 100.0
+            };
+            let primaries: Vec<&str> = r
+                .destinations
+                .iter()
+                .map(|d| gen.config.upstreams[d.upstream].name.as_str())
+                .collect();
             out.push(json!({
                 "route": r.name,
                 "shadow": shadow,

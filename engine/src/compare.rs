@@ -24,7 +24,15 @@ pub fn render_table(v: &Value) -> String {
     let _ = writeln!(
         out,
         "{:<14} {:<12} {:>8} {:>8} {:>21} {:>21} {:>8} {:>8} {:>7}",
-        "route", "shadow", "requests", "match", "p50 primary/shadow", "p99 primary/shadow", "failed", "shed", "body≠"
+        "route",
+        "shadow",
+        "requests",
+        "match",
+        "p50 primary/shadow",
+        "p99 primary/shadow",
+        "failed",
+        "shed",
+        "body≠"
     );
     for r in &rows {
         let lat = |side: &str, q: &str| num(r, &[side, "latency_ms", q]);
@@ -35,8 +43,16 @@ pub fn render_table(v: &Value) -> String {
             r["shadow"].as_str().unwrap_or("?"),
             num(r, &["requests"]) as u64,
             num(r, &["status_matching_percent"]),
-            format!("{:.2} / {:.2} ms", lat("primary", "p50"), lat("shadow_side", "p50")),
-            format!("{:.2} / {:.2} ms", lat("primary", "p99"), lat("shadow_side", "p99")),
+            format!(
+                "{:.2} / {:.2} ms",
+                lat("primary", "p50"),
+                lat("shadow_side", "p50")
+            ),
+            format!(
+                "{:.2} / {:.2} ms",
+                lat("primary", "p99"),
+                lat("shadow_side", "p99")
+            ),
             num(r, &["mirror", "failed"]) as u64,
             num(r, &["mirror", "shed"]) as u64,
             num(r, &["body_mismatches"]) as u64,

@@ -32,7 +32,12 @@ fn client(addr: SocketAddr, n: usize, offset: usize) -> std::io::Result<Vec<Seen
     for i in 0..n {
         let k = offset + i;
         let (method, target, extra, body): (&'static str, String, &str, &str) = match k % 10 {
-            0 => ("POST", "/orders".into(), "content-type: application/json\r\n", "{\"item\":42}"),
+            0 => (
+                "POST",
+                "/orders".into(),
+                "content-type: application/json\r\n",
+                "{\"item\":42}",
+            ),
             1 => ("GET", "/hello".into(), "x-canary: 1\r\n", ""),
             _ => ("GET", format!("/hello?user={}", k % 7), "", ""),
         };
@@ -93,10 +98,16 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, 
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 /// Run the demo; exit 0 when the burst went through.
@@ -110,7 +121,11 @@ pub fn run(serve: bool, cores: Option<usize>, requests: usize) -> ExitCode {
     }
 }
 
-fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn run_inner(
+    serve: bool,
+    cores: Option<usize>,
+    requests: usize,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let v1 = TestServer::spawn(ServerConfig::new("v1", Mode::Fast))?;
     let v2 = TestServer::spawn(ServerConfig::new("v2", Mode::Fast))?;
     let mut shadow_cfg = ServerConfig::new("test-v1", Mode::Fast);
@@ -126,7 +141,10 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
     let listen = running.listen;
     let admin = running.admin.ok_or("admin listener did not start")?;
     println!("shadowtee demo");
-    println!("  upstreams: v1 {}  v2 {}  test-v1 {} (shadow: +3 ms, every 10th answer is 500)", v1.addr, v2.addr, shadow.addr);
+    println!(
+        "  upstreams: v1 {}  v2 {}  test-v1 {} (shadow: +3 ms, every 10th answer is 500)",
+        v1.addr, v2.addr, shadow.addr
+    );
     println!("  engine:    {listen}  admin: {admin}");
     println!("  routes:    canary (x-canary: 1) -> v2;  default -> v1 90% / v2 10%, mirror 100% -> test-v1\n");
 
@@ -145,7 +163,15 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
 
     println!("first requests, as the client saw them:");
     for s in seen.iter().take(6) {
-        println!("  {} {} {} {}.{:03} ms — {}", s.method, s.target, s.status, s.us / 1000, s.us % 1000, s.upstream);
+        println!(
+            "  {} {} {} {}.{:03} ms — {}",
+            s.method,
+            s.target,
+            s.status,
+            s.us / 1000,
+            s.us % 1000,
+            s.upstream
+        );
     }
     let mut by_upstream: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
@@ -153,7 +179,12 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
         *by_upstream.entry(s.upstream.clone()).or_default() += 1;
         *by_status.entry(s.status).or_default() += 1;
     }
-    println!("\nclient: {sent} requests in {:.1} ms; answered by {:?}; statuses {:?}", elapsed.as_secs_f64() * 1000.0, by_upstream, by_status);
+    println!(
+        "\nclient: {sent} requests in {:.1} ms; answered by {:?}; statuses {:?}",
+        elapsed.as_secs_f64() * 1000.0,
+        by_upstream,
+        by_status
+    );
 
     // Copies are asynchronous: wait (bounded) until the shadow saw them all.
     // The canary route (the bare `/hello` requests) has no mirror.
@@ -163,11 +194,21 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(50));
-    println!("upstreams saw: v1 {}  v2 {}  test-v1 {} (copies; {} were due)", v1.count(), v2.count(), shadow.count(), want);
+    println!(
+        "upstreams saw: v1 {}  v2 {}  test-v1 {} (copies; {} were due)",
+        v1.count(),
+        v2.count(),
+        shadow.count(),
+        want
+    );
     let client_saw_shadow = seen.iter().any(|s| s.upstream == "test-v1");
     println!(
         "the client {} a test-v1 answer",
-        if client_saw_shadow { "DID see" } else { "never saw" }
+        if client_saw_shadow {
+            "DID see"
+        } else {
+            "never saw"
+        }
     );
     if let Some(r) = shadow.requests().first() {
         println!(
@@ -181,7 +222,10 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
     }
     let metrics = get(admin, "/metrics")?;
     println!("\nmirror outcomes (from /metrics):");
-    for line in metrics.lines().filter(|l| l.starts_with("shadowtee_mirror_requests_total")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("shadowtee_mirror_requests_total"))
+    {
         println!("  {line}");
     }
     let cmp: serde_json::Value = serde_json::from_str(&get(admin, "/compare")?)?;
@@ -191,12 +235,21 @@ fn run_inner(serve: bool, cores: Option<usize>, requests: usize) -> Result<ExitC
     if serve {
         println!("\nserving until Ctrl-C. Try:\n  curl -i http://{listen}/hello\n  curl -i -H 'x-canary: 1' http://{listen}/hello\n  curl http://{admin}/metrics\n  shadowtee compare --admin {admin}");
         let _ = std::io::stdout().flush();
-        let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])?;
         crate::runtime::serve_signals(running, signals, None);
     } else {
         running.drain();
         running.join();
     }
-    let ok = sent == requests.div_ceil(clients) * clients && !client_saw_shadow && by_status.keys().all(|s| *s == 200);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let ok = sent == requests.div_ceil(clients) * clients
+        && !client_saw_shadow
+        && by_status.keys().all(|s| *s == 200);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

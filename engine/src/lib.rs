@@ -3,7 +3,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod compare;
-//TMP pub mod demo;
+pub mod demo;
 pub mod error;
 pub mod h1;
 pub mod mirror;
@@ -12,6 +12,6 @@ pub mod ring;
 pub mod runtime;
 pub mod shared;
 pub mod stats;
+pub mod testserver;
 pub mod upstream;
 pub mod worker;
-pub mod testserver;

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shadowtee", version, about = "HTTP/1.1 tee proxy: weighted primary routing plus mirroring to shadows that can never slow the primary")]
+#[command(
+    name = "shadowtee",
+    version,
+    about = "HTTP/1.1 tee proxy: weighted primary routing plus mirroring to shadows that can never slow the primary"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -66,9 +70,17 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run { config, cores } => run(config, cores),
         Cmd::Check { config } => check(config),
-        Cmd::Demo { .. } => ExitCode::from(3), //TMP
+        Cmd::Demo {
+            serve,
+            cores,
+            requests,
+        } => shadowtee::demo::run(serve, cores, requests),
         Cmd::Compare { admin, json } => compare(&admin, json),
-        Cmd::ImportIstio { file, subsets, listen } => import_istio(file, subsets, &listen),
+        Cmd::ImportIstio {
+            file,
+            subsets,
+            listen,
+        } => import_istio(file, subsets, &listen),
     }
 }
 
@@ -158,7 +170,10 @@ fn compare(admin: &str, raw: bool) -> ExitCode {
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -185,7 +200,9 @@ fn import_istio(file: PathBuf, subsets: Vec<String>, listen: &str) -> ExitCode {
     let mut pairs = Vec::new();
     for s in subsets {
         match s.split_once('=') {
-            Some((n, a)) if !n.is_empty() && !a.is_empty() => pairs.push((n.to_string(), a.to_string())),
+            Some((n, a)) if !n.is_empty() && !a.is_empty() => {
+                pairs.push((n.to_string(), a.to_string()))
+            }
             _ => {
                 eprintln!("shadowtee: --subset wants NAME=HOST:PORT, got {s:?}");
                 return ExitCode::from(1);

@@ -322,7 +322,9 @@ async fn exchange(job: &MirrorJob, deadline: Instant) -> io::Result<(u16, Option
         return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected 101"));
     }
     let mut decoder = head.decoder();
-    let mut hasher = job.compare_body.then(std::collections::hash_map::DefaultHasher::new);
+    let mut hasher = job
+        .compare_body
+        .then(std::collections::hash_map::DefaultHasher::new);
     loop {
         match decoder
             .decode(&mut conn.buf)

@@ -26,7 +26,9 @@ use crate::h1::write::{
     client_framing, write_error_response, write_request_head, write_response_head, ClientFraming,
     OutFraming, RequestEdits,
 };
-use crate::h1::{parse_request, parse_response, Decoded, Decoder, RequestHead, RequestLimits, Version};
+use crate::h1::{
+    parse_request, parse_response, Decoded, Decoder, RequestHead, RequestLimits, Version,
+};
 use crate::mirror::{MirrorJob, Outcome, Pair};
 use crate::shared::{PrimaryStats, ShedReason, PPM};
 use crate::upstream::{read_into, UpConn};
@@ -67,7 +69,8 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
         let limits = RequestLimits {
             max_header_bytes: server.max_header_bytes,
         };
-        let mut head_deadline = (first || !rbuf.is_empty()).then(|| Instant::now() + server.header_timeout);
+        let mut head_deadline =
+            (first || !rbuf.is_empty()).then(|| Instant::now() + server.header_timeout);
         let head = loop {
             match parse_request(&mut rbuf, &limits) {
                 Ok(Some(h)) => break h,
@@ -83,7 +86,15 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                 None => server.idle_timeout,
             };
             if timeout.is_zero() {
-                reply_engine(&st, &mut client, &mut wbuf, Kind::HeaderTimeout, None, &st.stats.unrouted).await;
+                reply_engine(
+                    &st,
+                    &mut client,
+                    &mut wbuf,
+                    Kind::HeaderTimeout,
+                    None,
+                    &st.stats.unrouted,
+                )
+                .await;
                 return;
             }
             let _ = client.set_read_timeout(Some(timeout));
@@ -105,7 +116,15 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && !idle => {
-                    reply_engine(&st, &mut client, &mut wbuf, Kind::HeaderTimeout, None, &st.stats.unrouted).await;
+                    reply_engine(
+                        &st,
+                        &mut client,
+                        &mut wbuf,
+                        Kind::HeaderTimeout,
+                        None,
+                        &st.stats.unrouted,
+                    )
+                    .await;
                     return;
                 }
                 Err(_) => return,
@@ -174,10 +193,12 @@ fn choose_mirrors(
         }
         if ppm < PPM {
             let roll = match &m.sample_key {
-                Some(config_schema::SampleKey::Header(name)) => match head.header(name.as_bytes()) {
-                    Some(v) => sticky_hash(v, i as u64),
-                    None => w.rand(),
-                },
+                Some(config_schema::SampleKey::Header(name)) => {
+                    match head.header(name.as_bytes()) {
+                        Some(v) => sticky_hash(v, i as u64),
+                        None => w.rand(),
+                    }
+                }
                 None => w.rand(),
             };
             if (roll % PPM as u64) as u32 >= ppm {
@@ -229,18 +250,34 @@ async fn exchange(
 ) -> Next {
     let start = Instant::now();
     let cfg = &st.gen.config;
-    let Some(ri) = cfg
-        .routes
-        .iter()
-        .position(|r| r.matcher.matches(head.method(), head.path(), |n| head.header(n)))
-    else {
-        return reply_soft(st, client, wbuf, &head, Kind::NoRoute, "", &st.stats.unrouted).await;
+    let Some(ri) = cfg.routes.iter().position(|r| {
+        r.matcher
+            .matches(head.method(), head.path(), |n| head.header(n))
+    }) else {
+        return reply_soft(
+            st,
+            client,
+            wbuf,
+            &head,
+            Kind::NoRoute,
+            "",
+            &st.stats.unrouted,
+        )
+        .await;
     };
     let route = &cfg.routes[ri];
     let rstats = &st.stats.routes[ri];
     if let (Some(max), Some(n)) = (cfg.server.max_body_bytes, head.content_length()) {
         if n > max {
-            reply_engine(st, client, wbuf, Kind::BodyTooLarge, Some((&head, &route.name)), &rstats.engine).await;
+            reply_engine(
+                st,
+                client,
+                wbuf,
+                Kind::BodyTooLarge,
+                Some((&head, &route.name)),
+                &rstats.engine,
+            )
+            .await;
             return Next::Close;
         }
     }
@@ -254,7 +291,9 @@ async fn exchange(
     let di = if route.destinations.len() == 1 {
         0
     } else {
-        route.weights.pick((w.rand() % route.weights.total() as u64) as u32)
+        route
+            .weights
+            .pick((w.rand() % route.weights.total() as u64) as u32)
     };
     let up_idx = route.destinations[di].upstream;
     let up_name = cfg.upstreams[up_idx].name.as_str();
@@ -269,14 +308,21 @@ async fn exchange(
                 Kind::BadGateway("primary unreachable")
             };
             let next = reply_soft(st, client, wbuf, &head, kind, &route.name, pstats).await;
-            pstats.duration.record_us(start.elapsed().as_micros() as u64);
+            pstats
+                .duration
+                .record_us(start.elapsed().as_micros() as u64);
             return next;
         }
     };
-    if head.expect_continue && head.has_body() && head.version == Version::Http11 {
-        if client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-            return Next::Close;
-        }
+    if head.expect_continue
+        && head.has_body()
+        && head.version == Version::Http11
+        && client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+    {
+        return Next::Close;
     }
 
     // Request head and body to the primary; the copy is gathered by refcount.
@@ -287,7 +333,8 @@ async fn exchange(
         ..Default::default()
     };
     write_request_head(wbuf, &head, &edits, head.framing.into());
-    let retry_head = (!head.has_body() && head.is_idempotent() && up.reused).then(|| Bytes::copy_from_slice(wbuf));
+    let retry_head = (!head.has_body() && head.is_idempotent() && up.reused)
+        .then(|| Bytes::copy_from_slice(wbuf));
     let chunked = head.framing == BodyFraming::Chunked;
     let mut decoder = match head.framing {
         BodyFraming::None => Decoder::Done,
@@ -302,13 +349,29 @@ async fn exchange(
     while !decoder.is_done() {
         match decoder.decode(rbuf) {
             Err(_) => {
-                reply_engine(st, client, wbuf, Kind::BadRequest("malformed chunked body"), Some((&head, &route.name)), pstats).await;
+                reply_engine(
+                    st,
+                    client,
+                    wbuf,
+                    Kind::BadRequest("malformed chunked body"),
+                    Some((&head, &route.name)),
+                    pstats,
+                )
+                .await;
                 return Next::Close;
             }
             Ok(Decoded::Data(d)) => {
                 body_len += d.len() as u64;
                 if server.max_body_bytes.is_some_and(|m| body_len > m) {
-                    reply_engine(st, client, wbuf, Kind::BodyTooLarge, Some((&head, &route.name)), pstats).await;
+                    reply_engine(
+                        st,
+                        client,
+                        wbuf,
+                        Kind::BodyTooLarge,
+                        Some((&head, &route.name)),
+                        pstats,
+                    )
+                    .await;
                     return Next::Close;
                 }
                 if chunked {
@@ -414,7 +477,16 @@ async fn exchange(
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(why) => {
-                let next = reply_soft(st, client, wbuf, &head, Kind::BadGateway(why), &route.name, pstats).await;
+                let next = reply_soft(
+                    st,
+                    client,
+                    wbuf,
+                    &head,
+                    Kind::BadGateway(why),
+                    &route.name,
+                    pstats,
+                )
+                .await;
                 finish_pairs(&pairs, 502, start, None);
                 return next;
             }
@@ -426,24 +498,31 @@ async fn exchange(
             let _ = up.stream.set_read_timeout(Some(left));
             up.fill().await
         };
-        let stale = matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() != io::ErrorKind::TimedOut);
+        let stale =
+            matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() != io::ErrorKind::TimedOut);
         if stale && up.buf.is_empty() && !retried {
             if let Some(h) = &retry_head {
                 retried = true;
-                match pool.connect().await {
-                    Ok(mut fresh) => {
-                        if fresh.write_all(h).await.is_ok() {
-                            up = fresh;
-                            continue;
-                        }
+                if let Ok(mut fresh) = pool.connect().await {
+                    if fresh.write_all(h).await.is_ok() {
+                        up = fresh;
+                        continue;
                     }
-                    Err(_) => {}
                 }
             }
         }
         match r {
             Ok(0) => {
-                let next = reply_soft(st, client, wbuf, &head, Kind::BadGateway("primary closed the connection early"), &route.name, pstats).await;
+                let next = reply_soft(
+                    st,
+                    client,
+                    wbuf,
+                    &head,
+                    Kind::BadGateway("primary closed the connection early"),
+                    &route.name,
+                    pstats,
+                )
+                .await;
                 finish_pairs(&pairs, 502, start, None);
                 return next;
             }
@@ -463,7 +542,16 @@ async fn exchange(
 
     if resp.status == 101 {
         if !upgrade {
-            let next = reply_soft(st, client, wbuf, &head, Kind::BadGateway("unexpected 101 from primary"), &route.name, pstats).await;
+            let next = reply_soft(
+                st,
+                client,
+                wbuf,
+                &head,
+                Kind::BadGateway("unexpected 101 from primary"),
+                &route.name,
+                pstats,
+            )
+            .await;
             finish_pairs(&pairs, 502, start, None);
             return next;
         }
@@ -562,7 +650,15 @@ async fn exchange(
     pstats.duration.record_us(us);
     finish_pairs(&pairs, resp.status, start, hasher.map(|h| h.finish()));
     if let Some(log) = st.access_log.as_ref() {
-        log.primary_line(head.method(), head.target(), resp.status, us, resp_len, &route.name, up_name);
+        log.primary_line(
+            head.method(),
+            head.target(),
+            resp.status,
+            us,
+            resp_len,
+            &route.name,
+            up_name,
+        );
     }
     if client_ok && keep_alive {
         Next::KeepAlive

@@ -146,7 +146,10 @@ pub fn start(
         .unwrap_or(config.server.listen);
     let mut sockets = vec![first];
     for _ in 1..cpus.len() {
-        sockets.push(bind_reuseport(listen).map_err(|source| StartError::Listen { addr: listen, source })?);
+        sockets.push(bind_reuseport(listen).map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?);
     }
     let admin_cfg = config.admin.clone();
     let shared = Shared::new(config, cpus.len(), config_path);
@@ -256,7 +259,10 @@ pub fn serve_signals(
                             eprintln!("shadowtee: reloaded {} (generation {id})", p.display());
                         }
                         Err(errs) => {
-                            eprintln!("shadowtee: reload of {} rejected, keeping the running config:", p.display());
+                            eprintln!(
+                                "shadowtee: reload of {} rejected, keeping the running config:",
+                                p.display()
+                            );
                             for e in &errs.0 {
                                 eprintln!("{e}");
                             }

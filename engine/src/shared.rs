@@ -147,7 +147,9 @@ impl Default for CompareStats {
             pair_keys: (0..PAIR_SLOTS).map(|_| AtomicU32::new(0)).collect(),
             pair_counts: (0..PAIR_SLOTS).map(|_| Counter::default()).collect(),
             pair_overflow: Counter::default(),
-            recent: (0..RECENT_MISMATCHES).map(|_| ArcSwapOption::empty()).collect(),
+            recent: (0..RECENT_MISMATCHES)
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
             recent_next: AtomicUsize::new(0),
         }
     }

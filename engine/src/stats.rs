@@ -44,7 +44,11 @@ impl Default for StatusCounts {
 impl StatusCounts {
     #[inline]
     pub fn inc(&self, code: u16) {
-        let i = if (100..600).contains(&code) { code as usize } else { 0 };
+        let i = if (100..600).contains(&code) {
+            code as usize
+        } else {
+            0
+        };
         self.slots[i].inc();
     }
     /// Add this table's non-zero counts into `into` (index = code).
@@ -166,7 +170,11 @@ impl HistSnapshot {
             seen += c;
             if seen >= rank {
                 let lo = fine_lower(i);
-                let hi = if i + 1 < FINE_BUCKETS { fine_lower(i + 1) } else { lo + 1 };
+                let hi = if i + 1 < FINE_BUCKETS {
+                    fine_lower(i + 1)
+                } else {
+                    lo + 1
+                };
                 return ((lo + hi) / 2).min(self.max_us).max(lo.min(self.max_us));
             }
         }
@@ -181,7 +189,20 @@ mod tests {
     #[test]
     fn fine_buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 15, 16, 17, 31, 32, 100, 1000, 20_000, 1 << 30, u64::MAX >> 20] {
+        for v in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1000,
+            20_000,
+            1 << 30,
+            u64::MAX >> 20,
+        ] {
             let i = fine_index(v);
             assert!(i >= last, "{v}");
             last = i;

@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -234,8 +234,8 @@ impl RecordLog {
         let i = self.next.fetch_add(1, Ordering::AcqRel);
         let (seg, off) = Self::locate(i);
         if let Some(segment) = self.segments.get(seg) {
-            let slots = segment
-                .get_or_init(|| (0..FIRST_SEG << seg).map(|_| OnceLock::new()).collect());
+            let slots =
+                segment.get_or_init(|| (0..FIRST_SEG << seg).map(|_| OnceLock::new()).collect());
             let _ = slots[off].set(rec);
         }
         self.done.fetch_add(1, Ordering::Release);
@@ -664,7 +664,10 @@ async fn read_body(
 
 /// What an answering mode sends.
 enum Answer {
-    Text { status: u16, body: String },
+    Text {
+        status: u16,
+        body: String,
+    },
     /// `n` bytes of `x` with Content-Length, written in [`PIECE`]s.
     Size(u64),
     /// A chunked body of these chunks (Content-Length for HTTP/1.0).
@@ -781,7 +784,7 @@ async fn handle(
     let websocket = cfg.mode != Mode::Garbage && is_websocket(&head);
     let fail = match cfg.fail_every {
         Some(k) if k > 0 && !websocket => {
-            (sh.served.fetch_add(1, Ordering::AcqRel) + 1) % u64::from(k) == 0
+            (sh.served.fetch_add(1, Ordering::AcqRel) + 1).checked_rem(u64::from(k)) == Some(0)
         }
         _ => false,
     };
@@ -825,7 +828,7 @@ async fn handle(
                 cfg.name
             );
             if !head.is_head {
-                out.extend(std::iter::repeat('x').take(MID_BODY_SENT));
+                out.push_str(&"x".repeat(MID_BODY_SENT));
             }
             stream.write_all(out.as_bytes()).await?;
             return Ok(Next::Close);
@@ -1042,7 +1045,12 @@ async fn tunnel_echo(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<(
 }
 
 /// An error answer with a short plain-text reason, always closing.
-async fn write_error(stream: &mut TcpStream, sh: &Shared, status: u16, why: &str) -> io::Result<()> {
+async fn write_error(
+    stream: &mut TcpStream,
+    sh: &Shared,
+    status: u16,
+    why: &str,
+) -> io::Result<()> {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -1114,5 +1122,395 @@ fn reason(code: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream as StdStream;
+
+    use super::*;
+    use crate::h1::parse_response;
+
+    const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn start(mode: Mode) -> TestServer {
+        TestServer::spawn(ServerConfig::new("t", mode)).expect("test server starts")
+    }
+
+    fn connect(s: &TestServer) -> StdStream {
+        let c = StdStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        c
+    }
+
+    struct Resp {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Resp {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn fill(c: &mut StdStream, buf: &mut BytesMut) -> usize {
+        let mut tmp = [0u8; 16 * 1024];
+        let n = c.read(&mut tmp).unwrap();
+        buf.extend_from_slice(&tmp[..n]);
+        n
+    }
+
+    /// Read one response (interim ones included) with the engine's codec.
+    fn read_resp(c: &mut StdStream, buf: &mut BytesMut, head_req: bool) -> Resp {
+        let head = loop {
+            if let Some(h) = parse_response(buf, 64 * 1024, head_req).unwrap() {
+                break h;
+            }
+            assert!(fill(c, buf) > 0, "EOF before a response head");
+        };
+        let headers = head
+            .fields
+            .iter()
+            .map(|f| {
+                let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                (t(head.name(f)), t(head.value(f)))
+            })
+            .collect();
+        let mut body = Vec::new();
+        let mut dec = head.decoder();
+        if !head.is_informational() {
+            loop {
+                match dec.decode(buf).unwrap() {
+                    Decoded::Data(d) => body.extend_from_slice(&d),
+                    Decoded::Done => break,
+                    Decoded::NeedMore => {
+                        if fill(c, buf) == 0 {
+                            dec.on_eof().unwrap();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Resp {
+            status: head.status,
+            headers,
+            body,
+        }
+    }
+
+    fn roundtrip(s: &TestServer, req: &[u8]) -> Resp {
+        let mut c = connect(s);
+        c.write_all(req).unwrap();
+        read_resp(&mut c, &mut BytesMut::new(), req.starts_with(b"HEAD"))
+    }
+
+    fn read_to_eof(c: &mut StdStream) -> Vec<u8> {
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        all
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    #[test]
+    fn fast_keeps_alive_and_records() {
+        let s = start(Mode::Fast);
+        let mut c = connect(&s);
+        let mut buf = BytesMut::new();
+        for _ in 0..2 {
+            c.write_all(b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\nX-Case: V\r\n\r\n")
+                .unwrap();
+            let r = read_resp(&mut c, &mut buf, false);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, b"hello from t\n");
+            assert_eq!(r.header("x-upstream"), Some("t"));
+        }
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.connections(), 1);
+        let reqs = s.requests();
+        assert_eq!(reqs[0].method, "GET");
+        assert_eq!(reqs[0].target, "/x?y=1");
+        assert_eq!(reqs[0].version, "HTTP/1.1");
+        assert_eq!(reqs[0].headers[1], ("X-Case".to_string(), "V".to_string()));
+        assert_eq!(reqs[1].header("x-case"), Some("V"));
+        assert_eq!(reqs[1].body_hash, fnv1a64(b""));
+        drop(c);
+        assert!((0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            s.open_connections() == 0
+        }));
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let s = start(Mode::Fast);
+        let mut c = connect(&s);
+        c.write_all(
+            b"GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /size/70000 HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = BytesMut::new();
+        let a = read_resp(&mut c, &mut buf, false);
+        assert_eq!((a.status, a.body.as_slice()), (201, &b"t 201\n"[..]));
+        let b = read_resp(&mut c, &mut buf, false);
+        assert_eq!(b.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(b.body, b"hello from t\n");
+        let d = read_resp(&mut c, &mut buf, false);
+        assert_eq!(d.body.len(), 70000);
+        assert!(d.body.iter().all(|&x| x == b'x'));
+        assert_eq!(s.count(), 3);
+    }
+
+    #[test]
+    fn expect_continue_then_echo() {
+        let s = start(Mode::Echo);
+        let mut c = connect(&s);
+        let mut buf = BytesMut::new();
+        c.write_all(
+            b"PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap();
+        let interim = read_resp(&mut c, &mut buf, false);
+        assert_eq!(interim.status, 100);
+        c.write_all(b"hello").unwrap();
+        let r = read_resp(&mut c, &mut buf, false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"hello");
+        assert_eq!(r.header("x-echo-method"), Some("PUT"));
+        assert_eq!(r.header("x-echo-target"), Some("/e"));
+        assert_eq!(r.header("x-echo-body-len"), Some("5"));
+        assert_eq!(r.header("content-length"), Some("5"));
+        let rec = &s.requests()[0];
+        assert_eq!((rec.body_len, rec.body.as_slice()), (5, &b"hello"[..]));
+        assert_eq!(rec.body_hash, fnv1a64(b"hello"));
+    }
+
+    #[test]
+    fn chunked_request_is_echoed_chunked() {
+        let s = start(Mode::Echo);
+        let r = roundtrip(
+            &s,
+            b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        );
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.header("x-echo-body-len"), None);
+        assert_eq!(r.body, b"abcdefg");
+        let rec = &s.requests()[0];
+        assert_eq!(rec.body_len, 7);
+        assert_eq!(rec.body_hash, fnv1a64(b"abcdefg"));
+    }
+
+    #[test]
+    fn large_body_is_streamed_back() {
+        let s = start(Mode::Echo);
+        let len = 3 * 1024 * 1024 + 7;
+        let mut c = connect(&s);
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(
+                format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            let piece = vec![b'z'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(piece.len());
+                w.write_all(&piece[..n]).unwrap();
+                left -= n;
+            }
+        });
+        let r = read_resp(&mut c, &mut BytesMut::new(), false);
+        writer.join().unwrap();
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.body.len(), len);
+        let rec = &s.requests()[0];
+        assert_eq!(rec.body_len, len as u64);
+        assert_eq!(rec.body.len(), RECORD_BODY_LIMIT);
+        assert_eq!(rec.body_hash, fnv1a64(&r.body));
+    }
+
+    #[test]
+    fn upgrade_echoes_raw_bytes() {
+        let s = start(Mode::Fast);
+        let mut c = connect(&s);
+        c.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly")
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let r = read_resp(&mut c, &mut buf, false);
+        assert_eq!(r.status, 101);
+        assert_eq!(r.header("upgrade"), Some("websocket"));
+        while buf.len() < 5 {
+            fill(&mut c, &mut buf);
+        }
+        c.write_all(b"ping").unwrap();
+        while buf.len() < 9 {
+            fill(&mut c, &mut buf);
+        }
+        assert_eq!(&buf[..], b"earlyping");
+        c.shutdown(Shutdown::Write).unwrap();
+        assert!(read_to_eof(&mut c).is_empty());
+    }
+
+    #[test]
+    fn head_has_length_but_no_body() {
+        let s = start(Mode::Fast);
+        let mut c = connect(&s);
+        c.write_all(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+        c.write_all(GET).unwrap();
+        let mut buf = BytesMut::new();
+        let h = read_resp(&mut c, &mut buf, true);
+        assert_eq!(h.header("content-length"), Some("13"));
+        assert!(h.body.is_empty());
+        let n = read_resp(&mut c, &mut buf, false);
+        assert_eq!((n.status, n.header("content-length")), (204, None));
+        let g = read_resp(&mut c, &mut buf, false);
+        assert_eq!(g.body, b"hello from t\n");
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        let s = start(Mode::Chunked);
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let r = read_resp(&mut c, &mut buf, false);
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+        assert_eq!(r.header("content-length"), Some("13"));
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let r = read_resp(&mut c, &mut buf, false);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(read_to_eof(&mut c).is_empty());
+    }
+
+    #[test]
+    fn status_mode_and_fail_every() {
+        let s = start(Mode::Status(503));
+        let r = roundtrip(&s, GET);
+        assert_eq!((r.status, r.body.as_slice()), (503, &b"t 503\n"[..]));
+        let s = TestServer::spawn(ServerConfig::new("f", Mode::Fast).fail_every(2)).unwrap();
+        let codes: Vec<u16> = (0..4).map(|_| roundtrip(&s, GET).status).collect();
+        assert_eq!(codes, [200, 500, 200, 500]);
+    }
+
+    #[test]
+    fn hung_records_but_never_answers() {
+        let s = start(Mode::Hung);
+        let mut c = connect(&s);
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        c.write_all(GET).unwrap();
+        let mut b = [0u8; 1];
+        let e = c.read(&mut b).unwrap_err();
+        assert!(matches!(
+            e.kind(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut
+        ));
+        assert!(s.wait_for(1, READ_TIMEOUT));
+        assert_eq!(s.open_connections(), 1);
+    }
+
+    #[test]
+    fn delays_add_up() {
+        let s = TestServer::spawn(
+            ServerConfig::new("d", Mode::Delay(Duration::from_millis(20)))
+                .delay(Duration::from_millis(10)),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let r = roundtrip(&s, b"GET /delay/20 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.body, b"hello from d\n");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn refuse_refuses() {
+        let s = start(Mode::Refuse);
+        let e = StdStream::connect(s.addr).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn close_mid_body_and_garbage() {
+        let s = start(Mode::CloseMidBody);
+        let mut c = connect(&s);
+        c.write_all(GET).unwrap();
+        let all = read_to_eof(&mut c);
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains("Content-Length: 1000\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nxxxxxxxxxx"), "{text}");
+        assert_eq!(s.count(), 1);
+
+        let s = start(Mode::Garbage);
+        let mut c = connect(&s);
+        c.write_all(GET).unwrap();
+        assert_eq!(read_to_eof(&mut c), GARBAGE);
+    }
+
+    #[test]
+    fn malformed_request_gets_400_and_close() {
+        let s = start(Mode::Fast);
+        let mut c = connect(&s);
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n")
+            .unwrap();
+        let r = read_resp(&mut c, &mut BytesMut::new(), false);
+        assert_eq!(r.status, 400);
+        assert!(read_to_eof(&mut c).is_empty());
+        assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn stop_closes_connections_and_several_cores_share_a_port() {
+        let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            vec![0, 1]
+        } else {
+            Vec::new()
+        };
+        let s = TestServer::spawn(ServerConfig::new("m", Mode::Fast).cores(cores)).unwrap();
+        let answered = (0..4).filter(|_| roundtrip(&s, GET).status == 200).count();
+        assert_eq!(answered, 4);
+        let mut idle = connect(&s);
+        let started = Instant::now();
+        s.stop();
+        assert!(started.elapsed() < JOIN_BUDGET);
+        assert!(read_to_eof(&mut idle).is_empty());
+    }
+
+    #[test]
+    fn record_log_segments_cover_every_index() {
+        assert_eq!(RecordLog::locate(0), (0, 0));
+        assert_eq!(RecordLog::locate(63), (0, 63));
+        assert_eq!(RecordLog::locate(64), (1, 0));
+        assert_eq!(RecordLog::locate(191), (1, 127));
+        assert_eq!(RecordLog::locate(192), (2, 0));
+        let log = RecordLog::new();
+        let rec = RecordedRequest {
+            method: "GET".into(),
+            target: "/".into(),
+            version: "HTTP/1.1".into(),
+            headers: Vec::new(),
+            body_len: 0,
+            body: Vec::new(),
+            body_hash: fnv1a64(b""),
+            received_at: Instant::now(),
+        };
+        for _ in 0..300 {
+            log.push(rec.clone());
+        }
+        assert_eq!((log.count(), log.snapshot().len()), (300, 300));
     }
 }

@@ -67,7 +67,12 @@ impl CoreState {
         let limiters = cfg
             .routes
             .iter()
-            .map(|r| r.mirrors.iter().map(|m| m.max_rps.map(RateLimiter::new)).collect())
+            .map(|r| {
+                r.mirrors
+                    .iter()
+                    .map(|m| m.max_rps.map(RateLimiter::new))
+                    .collect()
+            })
             .collect();
         CoreState {
             stats: gen.stats[core].clone(),
@@ -207,11 +212,12 @@ impl Worker {
 
     async fn accept_loop(self: &Rc<Self>, listener: &TcpListener) {
         loop {
-            let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                self.accept_stop.wait().await;
-                None
-            })
-            .await;
+            let accepted =
+                futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                    self.accept_stop.wait().await;
+                    None
+                })
+                .await;
             let stream = match accepted {
                 None => return,
                 Some(Ok(s)) => s,

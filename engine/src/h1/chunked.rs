@@ -307,7 +307,8 @@ mod tests {
 
     fn shotgun_ok(input: &[u8], want: &[u8], leftover: usize) {
         for split in 0..=input.len() {
-            let (got, left) = run_split(input, split).unwrap_or_else(|e| panic!("split {split}: {e}"));
+            let (got, left) =
+                run_split(input, split).unwrap_or_else(|e| panic!("split {split}: {e}"));
             assert_eq!(got, want, "split {split}");
             assert_eq!(left, leftover, "split {split}");
         }
@@ -315,7 +316,11 @@ mod tests {
 
     fn shotgun_err(input: &[u8]) {
         for split in 0..=input.len() {
-            assert!(run_split(input, split).is_err(), "split {split} accepted {:?}", String::from_utf8_lossy(input));
+            assert!(
+                run_split(input, split).is_err(),
+                "split {split} accepted {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -363,11 +368,11 @@ mod tests {
     #[test]
     fn bounds_extensions_and_trailers() {
         let mut long_ext = b"1;".to_vec();
-        long_ext.extend(std::iter::repeat(b'a').take(MAX_CHUNK_EXT + 1));
+        long_ext.extend(std::iter::repeat_n(b'a', MAX_CHUNK_EXT + 1));
         long_ext.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
         assert!(run_split(&long_ext, 0).is_err());
         let mut long_trailer = b"0\r\nX: ".to_vec();
-        long_trailer.extend(std::iter::repeat(b'a').take(MAX_TRAILERS));
+        long_trailer.extend(std::iter::repeat_n(b'a', MAX_TRAILERS));
         long_trailer.extend_from_slice(b"\r\n\r\n");
         assert!(run_split(&long_trailer, 3).is_err());
     }
@@ -376,7 +381,10 @@ mod tests {
     fn max_u64_size_is_accepted_but_overflow_is_not() {
         let mut dec = ChunkedDecoder::new();
         let mut buf = BytesMut::from(&b"FFFFFFFFFFFFFFFF\r\nab"[..]);
-        assert_eq!(dec.decode(&mut buf).unwrap(), ChunkStep::Data(Bytes::from_static(b"ab")));
+        assert_eq!(
+            dec.decode(&mut buf).unwrap(),
+            ChunkStep::Data(Bytes::from_static(b"ab"))
+        );
     }
 
     #[test]

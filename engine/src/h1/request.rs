@@ -154,9 +154,7 @@ pub fn parse_request(
         Err(httparse::Error::Version) => return Err(version_error(window)),
         Err(httparse::Error::Token) => return Err(Kind::BadRequest("invalid method")),
         Err(httparse::Error::HeaderName) => return Err(Kind::BadRequest("invalid header name")),
-        Err(httparse::Error::HeaderValue) => {
-            return Err(Kind::BadRequest("invalid header value"))
-        }
+        Err(httparse::Error::HeaderValue) => return Err(Kind::BadRequest("invalid header value")),
         Err(httparse::Error::NewLine) => return Err(Kind::BadRequest("invalid line ending")),
         Err(_) => return Err(Kind::BadRequest("malformed request line")),
     };
@@ -191,11 +189,15 @@ pub fn parse_request(
         // origin-form
     } else if tb == b"*" {
         if method != "OPTIONS" {
-            return Err(Kind::BadRequest("asterisk-form target on a method other than OPTIONS"));
+            return Err(Kind::BadRequest(
+                "asterisk-form target on a method other than OPTIONS",
+            ));
         }
     } else if let Some((authority, rest)) = split_absolute(tb) {
         if authority.is_empty() || !valid_authority(authority) {
-            return Err(Kind::BadRequest("invalid authority in absolute-form target"));
+            return Err(Kind::BadRequest(
+                "invalid authority in absolute-form target",
+            ));
         }
         host = Some(Span::of(base, authority));
         target_span = Span::of(base, rest);
@@ -308,7 +310,9 @@ pub fn parse_request(
     }
     // Ambiguity first: CL with any TE is a 400 whatever the coding.
     if te_count > 0 && content_length.is_some() {
-        return Err(Kind::BadRequest("both Content-Length and Transfer-Encoding"));
+        return Err(Kind::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if let Some(kind) = te_error {
         return Err(kind);
@@ -369,7 +373,10 @@ pub fn parse_request(
 
 /// 505 when the request line names an HTTP version we do not speak, else 400.
 fn version_error(buf: &[u8]) -> Kind {
-    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
     let line = &buf[..line_end];
     // The third element of the line (after method SP target SP), not the last.
     let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
@@ -414,8 +421,24 @@ fn valid_authority(v: &[u8]) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
-                        | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']'
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
                 )
         })
 }

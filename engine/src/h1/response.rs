@@ -199,7 +199,6 @@ pub fn parse_response(
             Version::Http11 => !conn_close,
             Version::Http10 => conn_keep_alive && !conn_close,
         };
-    drop(resp);
     let raw = buf.split_to(n).freeze();
     Ok(Some(ResponseHead {
         raw,
@@ -224,30 +223,49 @@ mod tests {
 
     #[test]
     fn framing_kinds() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap().unwrap();
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.framing, ResponseFraming::Length(5));
         assert!(r.keep_alive);
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap().unwrap();
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.framing, ResponseFraming::Chunked);
         let r = parse(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap();
         assert_eq!(r.framing, ResponseFraming::Close);
         assert!(!r.keep_alive);
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap().unwrap();
+        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.framing, ResponseFraming::Close);
         for code in ["204 No Content", "304 Not Modified", "100 Continue"] {
             let s = format!("HTTP/1.1 {code}\r\nContent-Length: 5\r\n\r\n");
             let r = parse(s.as_bytes(), false).unwrap().unwrap();
             assert_eq!(r.framing, ResponseFraming::None, "{code}");
         }
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.framing, ResponseFraming::None);
         assert_eq!(r.content_length, Some(5));
     }
 
     #[test]
     fn rejects_ambiguous() {
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false).is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
         assert!(parse(b"HTTP/1.1 200 OK\nContent-Length: 1\n\n", false).is_err());
         assert!(parse(b"garbage garbage\r\n\r\n", false).is_err());
@@ -258,7 +276,10 @@ mod tests {
     fn partial_at_every_split() {
         let full = b"HTTP/1.1 404 Not Found\r\nServer: x\r\nContent-Length: 0\r\n\r\n";
         for split in 0..full.len() {
-            assert!(parse(&full[..split], false).unwrap().is_none(), "split {split}");
+            assert!(
+                parse(&full[..split], false).unwrap().is_none(),
+                "split {split}"
+            );
         }
         let r = parse(full, false).unwrap().unwrap();
         assert_eq!(r.status, 404);
@@ -270,7 +291,12 @@ mod tests {
         let r = parse(b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Keep: 2\r\nContent-Length: 0\r\n\r\n", false)
             .unwrap()
             .unwrap();
-        let kept: Vec<_> = r.fields.iter().filter(|f| !f.hop).map(|f| r.name(f).to_vec()).collect();
+        let kept: Vec<_> = r
+            .fields
+            .iter()
+            .filter(|f| !f.hop)
+            .map(|f| r.name(f).to_vec())
+            .collect();
         assert_eq!(kept, vec![b"X-Keep".to_vec()]);
     }
 }

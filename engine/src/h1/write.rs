@@ -82,9 +82,8 @@ pub fn write_request_head(
         }
         out.extend_from_slice(b"\r\n");
     }
-    let check_edits = !edits.set_headers.is_empty()
-        || !edits.remove_headers.is_empty()
-        || edits.marker.is_some();
+    let check_edits =
+        !edits.set_headers.is_empty() || !edits.remove_headers.is_empty() || edits.marker.is_some();
     for f in &head.fields {
         if f.hop {
             continue;

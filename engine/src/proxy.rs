@@ -31,7 +31,7 @@ use crate::h1::{
 };
 use crate::mirror::{MirrorJob, Outcome, Pair};
 use crate::shared::{PrimaryStats, ShedReason, PPM};
-use crate::upstream::{read_into, UpConn};
+use crate::upstream::{read_into, RxBuf, UpConn};
 use crate::worker::{CoreState, Worker};
 
 /// Flush buffered output once it reaches this size.
@@ -60,7 +60,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
     let peer_ip = client.peer_addr().ok().map(|a| a.ip());
     let id = w.conn_id();
     let fd = client.as_raw_fd();
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let mut rbuf = RxBuf::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
     loop {
@@ -104,7 +104,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                 }
                 w.mark_idle(id, fd);
             }
-            let r = read_into(&mut client, &mut rbuf).await;
+            let r = rbuf.read_from(&mut client).await;
             if idle {
                 w.mark_busy(id);
             }
@@ -243,7 +243,7 @@ async fn exchange(
     w: &Rc<Worker>,
     st: &Rc<CoreState>,
     client: &mut TcpStream,
-    rbuf: &mut BytesMut,
+    rbuf: &mut RxBuf,
     wbuf: &mut BytesMut,
     head: RequestHead,
     peer_ip: Option<IpAddr>,
@@ -408,7 +408,7 @@ async fn exchange(
                     wbuf.clear();
                 }
                 let _ = client.set_read_timeout(Some(server.idle_timeout));
-                match read_into(client, rbuf).await {
+                match rbuf.read_from(client).await {
                     Ok(0) | Err(_) => return Next::Close, // client gone mid-body: drop the upstream too
                     Ok(_) => {}
                 }
@@ -706,7 +706,7 @@ async fn reply_soft(
 }
 
 /// Relay bytes both ways after a 101 until both sides are done.
-async fn tunnel(client: &mut TcpStream, rbuf: &mut BytesMut, mut up: UpConn, idle: Duration) {
+async fn tunnel(client: &mut TcpStream, rbuf: &mut RxBuf, mut up: UpConn, idle: Duration) {
     if !rbuf.is_empty() {
         if up.write_all(rbuf).await.is_err() {
             return;

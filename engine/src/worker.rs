@@ -30,8 +30,10 @@ pub struct CoreState {
     pub pools: Vec<Pool>,
     /// Shadow pools (separate from the primary's), by upstream index.
     pub mirror_pools: Vec<Pool>,
-    /// Copies in flight, by upstream index.
+    /// Copies accepted by the writer and not finished, by upstream index.
     pub mirror_inflight: Vec<Cell<usize>>,
+    /// Pipelined writer lanes, by upstream index.
+    pub lanes: Vec<crate::mirror::Lane>,
     /// `[route][mirror]`: `max_rps` buckets.
     pub limiters: Vec<Vec<Option<RateLimiter>>>,
     pub access_log: Option<Rc<AccessLogger>>,
@@ -77,6 +79,7 @@ impl CoreState {
         CoreState {
             stats: gen.stats[core].clone(),
             mirror_inflight: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
+            lanes: cfg.upstreams.iter().map(|_| crate::mirror::Lane::default()).collect(),
             gen,
             pools,
             mirror_pools,

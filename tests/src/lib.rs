@@ -458,3 +458,21 @@ pub fn simple_config(primary: SocketAddr, mirrors: &[(&str, SocketAddr)]) -> Str
     }
     t
 }
+
+impl Proxy {
+    /// Wait (bounded) for the process to exit on its own, without signalling
+    /// it; returns the exit code, or `None` on timeout or death by signal.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

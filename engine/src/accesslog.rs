@@ -77,6 +77,37 @@ impl AccessLogger {
         })
     }
 
+    /// A request refused while its head was read: the raw request line
+    /// (truncated, made printable) and the status, no route.
+    pub fn rejected_line(&self, raw: &[u8], status: u16) {
+        let end = raw
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(raw.len())
+            .min(200);
+        let line: String = raw[..end]
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        let line = if line.is_empty() {
+            "-".to_string()
+        } else {
+            line
+        };
+        self.line(|b| {
+            let _ = writeln!(
+                b,
+                "{line} {status} 0.000 ms — 0 route=- upstream=- rejected"
+            );
+        })
+    }
+
     /// `mirror GET /hello 200 0.811 ms route=default upstream=test-v1`
     pub fn mirror_line(&self, head: &[u8], status: u16, us: u64, route: &str, upstream: &str) {
         let end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());

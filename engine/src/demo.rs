@@ -212,11 +212,10 @@ fn run_inner(
     );
     if let Some(r) = shadow.requests().first() {
         println!(
-            "a copy as test-v1 got it: {} {} host={} {}={}",
+            "a copy as test-v1 got it: {} {} host={} x-shadowtee-mirror={}",
             r.method,
             r.target,
             r.header("host").unwrap_or("-"),
-            "x-shadowtee-mirror",
             r.header("x-shadowtee-mirror").unwrap_or("-")
         );
     }

@@ -313,19 +313,26 @@ fn remaining(deadline: Instant) -> io::Result<Duration> {
 }
 
 /// Send a batch of copies back-to-back on one connection, then read the
-/// answers in order, each to its end. The whole batch shares one
-/// `mirror.timeout_ms` budget.
+/// answers in order, each to its end. Each answer gets `mirror.timeout_ms`
+/// from the previous one (the first from the send), so a pipelined copy is
+/// not failed for the time its predecessors took.
 async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
     let start = Instant::now();
-    let deadline = start + st.gen.config.mirror.timeout;
+    let timeout = st.gen.config.mirror.timeout;
+    let mut deadline = start + timeout;
     let pool = &st.mirror_pools[u];
     let conn = match pool.take_idle() {
         Some(c) => Ok(c),
-        None => futures_lite::future::or(pool.connect(), async {
-            glommio::timer::Timer::new(st.gen.config.mirror.timeout).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "shadow connect timeout"))
-        })
-        .await,
+        None => {
+            futures_lite::future::or(pool.connect(), async {
+                glommio::timer::Timer::new(st.gen.config.mirror.timeout).await;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "shadow connect timeout",
+                ))
+            })
+            .await
+        }
     };
     let mut conn = match conn {
         Ok(c) => c,
@@ -345,6 +352,7 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
         return;
     }
     let sent = Instant::now();
+    deadline = sent + timeout;
     let mut reusable = true;
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
@@ -353,6 +361,7 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
         match r {
             Ok((status, digest, keep_alive)) => {
                 finish(st, &job, Ok((status, digest)), us);
+                deadline = Instant::now() + timeout;
                 if !keep_alive {
                     reusable = false;
                     // The shadow closes after this answer: the rest of the
@@ -411,7 +420,11 @@ async fn write_batch(conn: &mut UpConn, batch: &[MirrorJob], deadline: Instant) 
 }
 
 /// Read one shadow answer to its end: (status, body digest, keep-alive).
-async fn read_answer(conn: &mut UpConn, job: &MirrorJob, deadline: Instant) -> io::Result<(u16, Option<u64>, bool)> {
+async fn read_answer(
+    conn: &mut UpConn,
+    job: &MirrorJob,
+    deadline: Instant,
+) -> io::Result<(u16, Option<u64>, bool)> {
     let head = loop {
         match parse_response(&mut conn.buf, SHADOW_MAX_HEAD, job.head_request) {
             Ok(Some(h)) if h.is_informational() && h.status != 101 => continue,
@@ -433,7 +446,9 @@ async fn read_answer(conn: &mut UpConn, job: &MirrorJob, deadline: Instant) -> i
         return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected 101"));
     }
     let mut decoder = head.decoder();
-    let mut hasher = job.compare_body.then(std::collections::hash_map::DefaultHasher::new);
+    let mut hasher = job
+        .compare_body
+        .then(std::collections::hash_map::DefaultHasher::new);
     loop {
         match decoder
             .decode(&mut conn.buf)

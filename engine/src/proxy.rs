@@ -8,15 +8,18 @@
 //! engine rejected; reuse an upstream connection whose exchange did not
 //! complete cleanly; panic on network input.
 
+use std::cell::RefCell;
 use std::hash::Hasher;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::error::Kind;
@@ -76,6 +79,9 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(kind) => {
+                    if let Some(log) = st.access_log.as_ref() {
+                        log.rejected_line(&rbuf, kind.status());
+                    }
                     reply_engine(&st, &mut client, &mut wbuf, kind, None, &st.stats.unrouted).await;
                     return;
                 }
@@ -286,7 +292,7 @@ async fn exchange(
         crate::h1::list_items(v).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
     });
     let mut chosen: [Option<Chosen>; MAX_MIRRORS] = Default::default();
-    let mut n_chosen = choose_mirrors(w, st, ri, &head, &mut chosen);
+    let n_chosen = choose_mirrors(w, st, ri, &head, &mut chosen);
 
     let di = if route.destinations.len() == 1 {
         0
@@ -307,10 +313,22 @@ async fn exchange(
             } else {
                 Kind::BadGateway("primary unreachable")
             };
+            // A body-less request is complete: its copies are still due.
+            let mut pairs = Vec::new();
+            if n_chosen > 0 && !head.has_body() {
+                let mut done = Ok(Uploaded {
+                    body_len: 0,
+                    copy_dropped: false,
+                    up_write_failed: false,
+                    copy: Vec::new(),
+                });
+                dispatch_copies(w, st, ri, &head, peer_ip, &chosen, &mut done, &mut pairs);
+            }
             let next = reply_soft(st, client, wbuf, &head, kind, &route.name, pstats).await;
             pstats
                 .duration
                 .record_us(start.elapsed().as_micros() as u64);
+            finish_pairs(&pairs, kind.status(), start, None);
             return next;
         }
     };
@@ -325,9 +343,11 @@ async fn exchange(
         return Next::Close;
     }
 
-    // Request head and body to the primary; the copy is gathered by refcount.
+    // Request head and body to the primary, and the primary's response back
+    // to the client, run concurrently (a primary may answer while it still
+    // reads, e.g. an echo). The copy is gathered by refcount as the body passes.
     wbuf.clear();
-    let mut edits = RequestEdits {
+    let edits = RequestEdits {
         client_ip: peer_ip,
         upgrade,
         ..Default::default()
@@ -335,254 +355,320 @@ async fn exchange(
     write_request_head(wbuf, &head, &edits, head.framing.into());
     let retry_head = (!head.has_body() && head.is_idempotent() && up.reused)
         .then(|| Bytes::copy_from_slice(wbuf));
-    let chunked = head.framing == BodyFraming::Chunked;
     let mut decoder = match head.framing {
         BodyFraming::None => Decoder::Done,
         BodyFraming::Length(n) => Decoder::length(n),
         BodyFraming::Chunked => Decoder::chunked(),
     };
-    let mut copy_body: Vec<Bytes> = Vec::new();
-    let mut copy_len: u64 = 0;
-    let mut body_len: u64 = 0;
-    let mut up_write_failed = false;
     let server = &cfg.server;
+    let _ = client.set_read_timeout(Some(server.idle_timeout));
+    let _ = up.stream.set_read_timeout(Some(pool.request_timeout));
+    let mut rx = std::mem::take(&mut w.spare_out.borrow_mut().0);
+    rx.clear();
+    let compare_body = n_chosen > 0
+        && chosen
+            .iter()
+            .flatten()
+            .any(|c| route.mirrors[c.index].compare_body);
+    let body_limits = BodyLimits {
+        chunked: head.framing == BodyFraming::Chunked,
+        max_body: server.max_body_bytes,
+        copy_cap: (n_chosen > 0).then_some(cfg.mirror.max_body_bytes),
+    };
+    let mut pairs: Vec<Rc<Pair>> = Vec::new();
+    let (up_result, down_result) = {
+        let client_cell = RefCell::new(&mut *client);
+        let up_cell = RefCell::new(&mut up.stream);
+        let mut client_rd = Half(&client_cell);
+        let mut client_wr = Half(&client_cell);
+        let mut up_rd = Half(&up_cell);
+        let mut up_wr = Half(&up_cell);
+        let upload = upload_body(
+            &mut client_rd,
+            rbuf,
+            &mut up_wr,
+            wbuf,
+            &mut decoder,
+            &body_limits,
+        );
+        let download = forward_response(
+            &mut up_rd,
+            &mut up.buf,
+            &mut client_wr,
+            &mut rx,
+            &head,
+            compare_body,
+            &w.shared,
+        );
+        let mut upload = std::pin::pin!(upload);
+        let mut download = std::pin::pin!(download);
+        let first = futures_lite::future::or(async { Either::Up((&mut upload).await) }, async {
+            Either::Down((&mut download).await)
+        })
+        .await;
+        match first {
+            Either::Up(mut u) => {
+                if u.is_ok() {
+                    // The body arrived whole and well framed: dispatch the copies now.
+                    dispatch_copies(w, st, ri, &head, peer_ip, &chosen, &mut u, &mut pairs);
+                    let d = (&mut download).await;
+                    (Some(u), Some(d))
+                } else {
+                    (Some(u), None)
+                }
+            }
+            Either::Down(d) => (None, Some(d)),
+        }
+    };
+    let result = finish_exchange(
+        w,
+        st,
+        client,
+        rbuf,
+        wbuf,
+        &mut rx,
+        &head,
+        route,
+        up_name,
+        pstats,
+        up,
+        pool,
+        retry_head,
+        upgrade,
+        up_result,
+        down_result,
+        &pairs,
+        start,
+        compare_body,
+    )
+    .await;
+    w.spare_out.borrow_mut().0 = rx;
+    result
+}
+
+/// Which of the two concurrent halves of an exchange finished first.
+enum Either<U, D> {
+    Up(U),
+    Down(D),
+}
+
+/// A read or write half of a stream shared by two concurrent futures of one
+/// task. The `RefCell` is borrowed only inside a single `poll_*` call, and
+/// glommio keeps separate readiness sources for reads and writes.
+struct Half<'a, 'b>(&'a RefCell<&'b mut TcpStream>);
+
+impl AsyncRead for Half<'_, '_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut **s).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half<'_, '_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut **s).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut **s).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut **s).poll_close(cx)
+    }
+}
+
+/// Limits applied while the request body streams.
+struct BodyLimits {
+    chunked: bool,
+    max_body: Option<u64>,
+    /// `mirror.max_body_bytes` when a copy is being gathered.
+    copy_cap: Option<u64>,
+}
+
+/// How the upload ended well.
+struct Uploaded {
+    body_len: u64,
+    /// The copy outgrew `mirror.max_body_bytes` and was dropped.
+    copy_dropped: bool,
+    /// Writing to the primary failed (it may still have answered).
+    up_write_failed: bool,
+    /// The copy's body: refcounted slices of the read buffer.
+    copy: Vec<Bytes>,
+}
+
+/// How the upload ended badly.
+enum UploadError {
+    /// Answer the client with this (400 bad chunk, 413) and close.
+    Client(Kind),
+    /// The client went away or timed out mid-body.
+    ClientGone,
+}
+
+/// Stream the request body from the client to the primary, re-encoded,
+/// gathering the copy's body by refcount.
+async fn upload_body<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    client: &mut R,
+    rbuf: &mut RxBuf,
+    up: &mut W,
+    out: &mut BytesMut,
+    decoder: &mut Decoder,
+    limits: &BodyLimits,
+) -> Result<Uploaded, UploadError> {
+    let mut done = Uploaded {
+        body_len: 0,
+        copy_dropped: false,
+        up_write_failed: false,
+        copy: Vec::new(),
+    };
+    let mut copy_len: u64 = 0;
     while !decoder.is_done() {
         match decoder.decode(rbuf) {
             Err(_) => {
-                reply_engine(
-                    st,
-                    client,
-                    wbuf,
-                    Kind::BadRequest("malformed chunked body"),
-                    Some((&head, &route.name)),
-                    pstats,
-                )
-                .await;
-                return Next::Close;
+                return Err(UploadError::Client(Kind::BadRequest(
+                    "malformed chunked body",
+                )))
             }
             Ok(Decoded::Data(d)) => {
-                body_len += d.len() as u64;
-                if server.max_body_bytes.is_some_and(|m| body_len > m) {
-                    reply_engine(
-                        st,
-                        client,
-                        wbuf,
-                        Kind::BodyTooLarge,
-                        Some((&head, &route.name)),
-                        pstats,
-                    )
-                    .await;
-                    return Next::Close;
+                done.body_len += d.len() as u64;
+                if limits.max_body.is_some_and(|m| done.body_len > m) {
+                    return Err(UploadError::Client(Kind::BodyTooLarge));
                 }
-                if chunked {
-                    encode_chunk(wbuf, &d);
+                if limits.chunked {
+                    encode_chunk(out, &d);
                 } else {
-                    wbuf.extend_from_slice(&d);
+                    out.extend_from_slice(&d);
                 }
-                if n_chosen > 0 {
+                if let (Some(cap), false) = (limits.copy_cap, done.copy_dropped) {
                     copy_len += d.len() as u64;
-                    if copy_len > cfg.mirror.max_body_bytes {
-                        for c in chosen.iter_mut() {
-                            if let Some(c) = c.take() {
-                                rstats.mirrors[c.index].shed(ShedReason::BodyTooLarge);
-                            }
-                        }
-                        n_chosen = 0;
-                        copy_body = Vec::new();
+                    if copy_len > cap {
+                        done.copy_dropped = true;
+                        done.copy = Vec::new();
                     } else {
-                        copy_body.push(d);
+                        done.copy.push(d);
                     }
                 }
-                if wbuf.len() >= FLUSH_AT {
-                    if !up_write_failed && up.write_all(wbuf).await.is_err() {
-                        up_write_failed = true;
+                if out.len() >= FLUSH_AT {
+                    if !done.up_write_failed && up.write_all(out).await.is_err() {
+                        done.up_write_failed = true;
                     }
-                    wbuf.clear();
+                    out.clear();
                 }
             }
             Ok(Decoded::NeedMore) => {
-                if !wbuf.is_empty() {
-                    if !up_write_failed && up.write_all(wbuf).await.is_err() {
-                        up_write_failed = true;
+                if !out.is_empty() {
+                    if !done.up_write_failed && up.write_all(out).await.is_err() {
+                        done.up_write_failed = true;
                     }
-                    wbuf.clear();
+                    out.clear();
                 }
-                let _ = client.set_read_timeout(Some(server.idle_timeout));
                 match rbuf.read_from(client).await {
-                    Ok(0) | Err(_) => return Next::Close, // client gone mid-body: drop the upstream too
+                    Ok(0) | Err(_) => return Err(UploadError::ClientGone),
                     Ok(_) => {}
                 }
             }
             Ok(Decoded::Done) => break,
         }
     }
-    if chunked {
-        wbuf.extend_from_slice(LAST_CHUNK);
+    if limits.chunked {
+        out.extend_from_slice(LAST_CHUNK);
     }
-    if !wbuf.is_empty() {
-        if !up_write_failed && up.write_all(wbuf).await.is_err() {
-            up_write_failed = true;
+    if !out.is_empty() {
+        if !done.up_write_failed && up.write_all(out).await.is_err() {
+            done.up_write_failed = true;
         }
-        wbuf.clear();
+        out.clear();
     }
+    Ok(done)
+}
 
-    // The body arrived whole and well framed: dispatch the copies.
-    let mut pairs: Vec<Rc<Pair>> = Vec::new();
-    if n_chosen > 0 {
-        for c in chosen.iter().flatten() {
-            let m = &route.mirrors[c.index];
-            let mstats = rstats.mirrors[c.index].clone();
-            edits.upgrade = false;
-            edits.host_suffix = &cfg.mirror.host_suffix;
-            edits.marker = cfg.mirror.marker_header.as_deref();
-            edits.set_headers = &m.set_headers;
-            edits.remove_headers = &m.remove_headers;
-            let mut mh = BytesMut::with_capacity(head.raw.len() + 64);
-            let framing = if body_len == 0 && !head.has_body() {
-                OutFraming::None
-            } else {
-                OutFraming::Length(body_len)
-            };
-            write_request_head(&mut mh, &head, &edits, framing);
-            let mh = mh.freeze();
-            let pair = Pair::new(mstats.clone(), mh.clone());
-            pairs.push(pair.clone());
-            w.mirror_q.offer(MirrorJob {
-                state: st.clone(),
-                route: ri,
-                upstream: m.upstream,
-                stats: mstats,
-                head: mh,
-                body: copy_body.clone(),
-                head_request: head.is_head,
-                compare_body: m.compare_body,
-                pair: Some(pair),
-            });
-        }
-    }
-    drop(copy_body);
-    let compare_body = n_chosen > 0
-        && chosen
-            .iter()
-            .flatten()
-            .any(|c| route.mirrors[c.index].compare_body);
+/// What the primary's response came to.
+struct Downloaded {
+    status: u16,
+    resp_len: u64,
+    digest: Option<u64>,
+    /// The upstream connection may be reused.
+    reusable: bool,
+    /// The client connection may be kept.
+    keep_alive: bool,
+}
 
-    // Response head from the primary (1xx skipped; one retry on a stale
-    // pooled connection for idempotent body-less requests).
-    let deadline = Instant::now() + pool.request_timeout;
-    let mut retried = false;
+enum DownloadError {
+    /// No response byte reached the client: answer with this.
+    BeforeHead(Kind),
+    /// EOF or reset before any response byte (a stale pooled connection?).
+    Stale,
+    /// A 101 for an offered upgrade (head not yet sent to the client).
+    Upgrade(Box<crate::h1::ResponseHead>),
+    /// The head (status) was sent, then the exchange broke: close.
+    AfterHead(u16),
+    /// The client went away while the response streamed.
+    ClientGone(u16),
+}
+
+/// Read the primary's response and stream it to the client.
+async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    up: &mut R,
+    ubuf: &mut RxBuf,
+    client: &mut W,
+    out: &mut BytesMut,
+    head: &RequestHead,
+    hash: bool,
+    shared: &crate::shared::Shared,
+) -> Result<Downloaded, DownloadError> {
+    let mut got_any = !ubuf.is_empty();
     let resp = loop {
-        match parse_response(&mut up.buf, MAX_RESPONSE_HEAD, head.is_head) {
+        match parse_response(ubuf, MAX_RESPONSE_HEAD, head.is_head) {
             Ok(Some(r)) if r.is_informational() && r.status != 101 => continue,
             Ok(Some(r)) => break r,
             Ok(None) => {}
-            Err(why) => {
-                let next = reply_soft(
-                    st,
-                    client,
-                    wbuf,
-                    &head,
-                    Kind::BadGateway(why),
-                    &route.name,
-                    pstats,
-                )
-                .await;
-                finish_pairs(&pairs, 502, start, None);
-                return next;
-            }
+            Err(why) => return Err(DownloadError::BeforeHead(Kind::BadGateway(why))),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let r = if left.is_zero() {
-            Err(io::Error::new(io::ErrorKind::TimedOut, "request timeout"))
-        } else {
-            let _ = up.stream.set_read_timeout(Some(left));
-            up.fill().await
-        };
-        let stale =
-            matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() != io::ErrorKind::TimedOut);
-        if stale && up.buf.is_empty() && !retried {
-            if let Some(h) = &retry_head {
-                retried = true;
-                if let Ok(mut fresh) = pool.connect().await {
-                    if fresh.write_all(h).await.is_ok() {
-                        up = fresh;
-                        continue;
-                    }
-                }
-            }
-        }
-        match r {
+        match ubuf.read_from(up).await {
+            Ok(0) if !got_any => return Err(DownloadError::Stale),
             Ok(0) => {
-                let next = reply_soft(
-                    st,
-                    client,
-                    wbuf,
-                    &head,
-                    Kind::BadGateway("primary closed the connection early"),
-                    &route.name,
-                    pstats,
-                )
-                .await;
-                finish_pairs(&pairs, 502, start, None);
-                return next;
+                return Err(DownloadError::BeforeHead(Kind::BadGateway(
+                    "primary closed the connection early",
+                )))
             }
-            Ok(_) => {}
-            Err(e) => {
-                let kind = if e.kind() == io::ErrorKind::TimedOut {
-                    Kind::GatewayTimeout
-                } else {
-                    Kind::BadGateway("primary connection failed")
-                };
-                let next = reply_soft(st, client, wbuf, &head, kind, &route.name, pstats).await;
-                finish_pairs(&pairs, kind.status(), start, None);
-                return next;
+            Ok(_) => got_any = true,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(DownloadError::BeforeHead(Kind::GatewayTimeout))
+            }
+            Err(_) if !got_any => return Err(DownloadError::Stale),
+            Err(_) => {
+                return Err(DownloadError::BeforeHead(Kind::BadGateway(
+                    "primary connection failed",
+                )))
             }
         }
     };
-
     if resp.status == 101 {
-        if !upgrade {
-            let next = reply_soft(
-                st,
-                client,
-                wbuf,
-                &head,
-                Kind::BadGateway("unexpected 101 from primary"),
-                &route.name,
-                pstats,
-            )
-            .await;
-            finish_pairs(&pairs, 502, start, None);
-            return next;
-        }
-        wbuf.clear();
-        write_response_head(wbuf, &resp, ClientFraming::None, head.version, true);
-        pstats.codes.inc(101);
-        if client.write_all(wbuf).await.is_err() {
-            return Next::Close;
-        }
-        wbuf.clear();
-        tunnel(client, rbuf, up, server.idle_timeout).await;
-        return Next::Close;
+        return Err(DownloadError::Upgrade(Box::new(resp)));
     }
-
-    // Response to the client, streamed.
     let cf = client_framing(&resp, head.version);
-    let keep_alive = head.keep_alive && cf != ClientFraming::Close && !w.shared.is_draining();
-    wbuf.clear();
-    write_response_head(wbuf, &resp, cf, head.version, keep_alive);
+    let keep_alive = head.keep_alive && cf != ClientFraming::Close && !shared.is_draining();
+    out.clear();
+    write_response_head(out, &resp, cf, head.version, keep_alive);
     let mut rdec = resp.decoder();
-    let mut hasher = compare_body.then(std::collections::hash_map::DefaultHasher::new);
+    let mut hasher = hash.then(std::collections::hash_map::DefaultHasher::new);
     let mut resp_len: u64 = 0;
-    let read_timeout = pool.request_timeout;
+    let status = resp.status;
     loop {
-        match rdec.decode(&mut up.buf) {
+        match rdec.decode(ubuf) {
             Err(_) => {
-                // Bad framing mid-body: the head is out, so the client connection must die.
-                let _ = client.write_all(wbuf).await;
-                pstats.codes.inc(resp.status);
-                finish_pairs(&pairs, 502, start, None);
-                return Next::Close;
+                // Bad framing mid-body: the head may be out; the client connection must die.
+                let _ = client.write_all(out).await;
+                return Err(DownloadError::AfterHead(status));
             }
             Ok(Decoded::Data(d)) => {
                 resp_len += d.len() as u64;
@@ -590,77 +676,255 @@ async fn exchange(
                     h.write(&d);
                 }
                 if cf == ClientFraming::Chunked {
-                    encode_chunk(wbuf, &d);
+                    encode_chunk(out, &d);
                 } else if d.len() >= 16 * 1024 {
-                    if (!wbuf.is_empty() && client.write_all(wbuf).await.is_err())
+                    if (!out.is_empty() && client.write_all(out).await.is_err())
                         || client.write_all(&d).await.is_err()
                     {
-                        return Next::Close;
+                        return Err(DownloadError::ClientGone(status));
                     }
-                    wbuf.clear();
+                    out.clear();
                     continue;
                 } else {
-                    wbuf.extend_from_slice(&d);
+                    out.extend_from_slice(&d);
                 }
-                if wbuf.len() >= FLUSH_AT {
-                    if client.write_all(wbuf).await.is_err() {
-                        return Next::Close;
+                if out.len() >= FLUSH_AT {
+                    if client.write_all(out).await.is_err() {
+                        return Err(DownloadError::ClientGone(status));
                     }
-                    wbuf.clear();
+                    out.clear();
                 }
             }
             Ok(Decoded::NeedMore) => {
-                if !wbuf.is_empty() {
-                    if client.write_all(wbuf).await.is_err() {
-                        return Next::Close;
+                if !out.is_empty() {
+                    if client.write_all(out).await.is_err() {
+                        return Err(DownloadError::ClientGone(status));
                     }
-                    wbuf.clear();
+                    out.clear();
                 }
-                let _ = up.stream.set_read_timeout(Some(read_timeout));
-                match up.fill().await {
+                match ubuf.read_from(up).await {
                     Ok(0) => {
                         if rdec.on_eof().is_err() {
-                            // Truncated body: abort the client connection.
-                            pstats.codes.inc(resp.status);
-                            finish_pairs(&pairs, 502, start, None);
-                            return Next::Close;
+                            return Err(DownloadError::AfterHead(status));
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => {
-                        pstats.codes.inc(resp.status);
-                        finish_pairs(&pairs, 502, start, None);
-                        return Next::Close;
-                    }
+                    Err(_) => return Err(DownloadError::AfterHead(status)),
                 }
             }
             Ok(Decoded::Done) => break,
         }
     }
     if cf == ClientFraming::Chunked {
-        wbuf.extend_from_slice(LAST_CHUNK);
+        out.extend_from_slice(LAST_CHUNK);
     }
-    let client_ok = wbuf.is_empty() || client.write_all(wbuf).await.is_ok();
-    wbuf.clear();
-    if resp.keep_alive && !rdec.is_eof_delimited() && !up_write_failed {
+    if !out.is_empty() {
+        if client.write_all(out).await.is_err() {
+            return Err(DownloadError::ClientGone(status));
+        }
+        out.clear();
+    }
+    Ok(Downloaded {
+        status,
+        resp_len,
+        digest: hasher.map(|h| h.finish()),
+        reusable: resp.keep_alive && !rdec.is_eof_delimited(),
+        keep_alive,
+    })
+}
+
+/// Build each chosen copy's head and hand it to the mirror queue.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_copies(
+    w: &Worker,
+    st: &Rc<CoreState>,
+    ri: usize,
+    head: &RequestHead,
+    client_ip: Option<IpAddr>,
+    chosen: &[Option<Chosen>; MAX_MIRRORS],
+    up: &mut Result<Uploaded, UploadError>,
+    pairs: &mut Vec<Rc<Pair>>,
+) {
+    let Ok(u) = up else { return };
+    let copy_body = std::mem::take(&mut u.copy);
+    let cfg = &st.gen.config;
+    let route = &cfg.routes[ri];
+    let rstats = &st.stats.routes[ri];
+    for c in chosen.iter().flatten() {
+        if u.copy_dropped {
+            rstats.mirrors[c.index].shed(ShedReason::BodyTooLarge);
+            continue;
+        }
+        let m = &route.mirrors[c.index];
+        let mstats = rstats.mirrors[c.index].clone();
+        let mut mh = BytesMut::with_capacity(head.raw.len() + 64);
+        let copy_edits = RequestEdits {
+            client_ip,
+            upgrade: false,
+            host_suffix: &cfg.mirror.host_suffix,
+            marker: cfg.mirror.marker_header.as_deref(),
+            set_headers: &m.set_headers,
+            remove_headers: &m.remove_headers,
+        };
+        let framing = if u.body_len == 0 && !head.has_body() {
+            OutFraming::None
+        } else {
+            OutFraming::Length(u.body_len)
+        };
+        write_request_head(&mut mh, head, &copy_edits, framing);
+        let mh = mh.freeze();
+        let pair = Pair::new(mstats.clone(), mh.clone());
+        pairs.push(pair.clone());
+        w.mirror_q.offer(MirrorJob {
+            state: st.clone(),
+            route: ri,
+            upstream: m.upstream,
+            stats: mstats,
+            head: mh,
+            body: copy_body.clone(),
+            head_request: head.is_head,
+            compare_body: m.compare_body,
+            pair: Some(pair),
+        });
+    }
+}
+
+/// Settle an exchange: engine replies, retry, upgrade, stats, pooling.
+#[allow(clippy::too_many_arguments)]
+async fn finish_exchange(
+    w: &Rc<Worker>,
+    st: &Rc<CoreState>,
+    client: &mut TcpStream,
+    rbuf: &mut RxBuf,
+    wbuf: &mut BytesMut,
+    rx: &mut BytesMut,
+    head: &RequestHead,
+    route: &config_schema::Route,
+    up_name: &str,
+    pstats: &PrimaryStats,
+    mut up: UpConn,
+    pool: &crate::upstream::Pool,
+    retry_head: Option<Bytes>,
+    upgrade: bool,
+    up_result: Option<Result<Uploaded, UploadError>>,
+    down_result: Option<Result<Downloaded, DownloadError>>,
+    pairs: &[Rc<Pair>],
+    start: Instant,
+    compare_body: bool,
+) -> Next {
+    // Upload failures decide first when the response had not started.
+    let uploaded = match up_result {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            // A rejected or abandoned request is never mirrored: its chosen
+            // copies were never dispatched, so they were not due.
+            return match e {
+                UploadError::Client(kind) => {
+                    reply_engine(st, client, wbuf, kind, Some((head, &route.name)), pstats).await;
+                    Next::Close
+                }
+                UploadError::ClientGone => Next::Close,
+            };
+        }
+        None => None,
+    };
+    let mut down = down_result;
+    // One retry on a fresh connection when a pooled one was found closed.
+    if matches!(down, Some(Err(DownloadError::Stale))) {
+        if let Some(h) = &retry_head {
+            if let Ok(mut fresh) = pool.connect().await {
+                let _ = fresh.stream.set_read_timeout(Some(pool.request_timeout));
+                if fresh.write_all(h).await.is_ok() {
+                    up = fresh;
+                    down = Some(
+                        forward_response(
+                            &mut up.stream,
+                            &mut up.buf,
+                            client,
+                            rx,
+                            head,
+                            compare_body,
+                            &w.shared,
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+    }
+    let us = || start.elapsed().as_micros() as u64;
+    let outcome = match down {
+        Some(Ok(d)) => d,
+        Some(Err(DownloadError::Stale)) | Some(Err(DownloadError::BeforeHead(_))) | None => {
+            let kind = match down {
+                Some(Err(DownloadError::BeforeHead(k))) => k,
+                _ => Kind::BadGateway("primary closed the connection early"),
+            };
+            let keep_ok = uploaded.is_some();
+            let next = if keep_ok {
+                reply_soft(st, client, wbuf, head, kind, &route.name, pstats).await
+            } else {
+                reply_engine(st, client, wbuf, kind, Some((head, &route.name)), pstats).await;
+                Next::Close
+            };
+            pstats.duration.record_us(us());
+            finish_pairs(pairs, kind.status(), start, None);
+            return next;
+        }
+        Some(Err(DownloadError::Upgrade(resp))) => {
+            if !upgrade {
+                let next = reply_soft(
+                    st,
+                    client,
+                    wbuf,
+                    head,
+                    Kind::BadGateway("unexpected 101 from primary"),
+                    &route.name,
+                    pstats,
+                )
+                .await;
+                finish_pairs(pairs, 502, start, None);
+                return next;
+            }
+            wbuf.clear();
+            write_response_head(wbuf, &resp, ClientFraming::None, head.version, true);
+            pstats.codes.inc(101);
+            if client.write_all(wbuf).await.is_err() {
+                return Next::Close;
+            }
+            wbuf.clear();
+            tunnel(client, rbuf, up, st.gen.config.server.idle_timeout).await;
+            return Next::Close;
+        }
+        Some(Err(DownloadError::AfterHead(status)))
+        | Some(Err(DownloadError::ClientGone(status))) => {
+            pstats.codes.inc(status);
+            pstats.duration.record_us(us());
+            finish_pairs(pairs, 502, start, None);
+            return Next::Close;
+        }
+    };
+    // The response completed. Was the request fully sent too?
+    let request_done = uploaded.as_ref().is_some_and(|u| !u.up_write_failed);
+    if outcome.reusable && request_done {
         pool.put(up);
     }
-    let us = start.elapsed().as_micros() as u64;
-    pstats.codes.inc(resp.status);
-    pstats.duration.record_us(us);
-    finish_pairs(&pairs, resp.status, start, hasher.map(|h| h.finish()));
+    let elapsed = us();
+    pstats.codes.inc(outcome.status);
+    pstats.duration.record_us(elapsed);
+    finish_pairs(pairs, outcome.status, start, outcome.digest);
     if let Some(log) = st.access_log.as_ref() {
         log.primary_line(
             head.method(),
             head.target(),
-            resp.status,
-            us,
-            resp_len,
+            outcome.status,
+            elapsed,
+            outcome.resp_len,
             &route.name,
             up_name,
         );
     }
-    if client_ok && keep_alive {
+    if outcome.keep_alive && uploaded.is_some() {
         Next::KeepAlive
     } else {
         Next::Close

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 /// Read buffer size per upstream connection.
@@ -38,7 +38,8 @@ impl RxBuf {
     }
 
     /// Read more bytes from `stream`; `Ok(0)` on EOF.
-    pub async fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    /// Cancel-safe: dropping the future mid-read leaves the buffer as it was.
+    pub async fn read_from<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
         const MIN_FREE: usize = 4096;
         let len = self.bytes.len();
         if self.bytes.capacity() - len < MIN_FREE {
@@ -58,9 +59,12 @@ impl RxBuf {
         // BytesMut never de-initialises memory; a reallocation moves the
         // allocation's end, which the check above detects.
         unsafe { self.bytes.set_len(len + room) };
-        let r = stream.read(&mut self.bytes[len..]).await;
-        let n = *r.as_ref().unwrap_or(&0);
-        self.bytes.truncate(len + n);
+        let mut guard = Truncate {
+            buf: &mut self.bytes,
+            keep: len,
+        };
+        let r = stream.read(&mut guard.buf[len..]).await;
+        guard.keep = len + *r.as_ref().unwrap_or(&0);
         r
     }
 }
@@ -101,8 +105,25 @@ impl UpConn {
     }
 }
 
+/// Truncates a buffer back to `keep` bytes when dropped: makes a read that
+/// lengthened the buffer before awaiting cancel-safe.
+struct Truncate<'a> {
+    buf: &'a mut BytesMut,
+    keep: usize,
+}
+
+impl Drop for Truncate<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.keep);
+    }
+}
+
 /// Read into the spare capacity of `buf` (grown to at least 4 KiB free).
-pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+/// Zero-fills what it reads into; hot paths use [`RxBuf`]. Cancel-safe.
+pub async fn read_into<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     const MIN_FREE: usize = 4096;
     if buf.capacity() - buf.len() < MIN_FREE {
         buf.reserve(UPSTREAM_BUF.max(buf.len()));
@@ -110,9 +131,9 @@ pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result
     let len = buf.len();
     let room = (buf.capacity() - len).min(64 * 1024);
     buf.resize(len + room, 0);
-    let r = stream.read(&mut buf[len..]).await;
-    let n = *r.as_ref().unwrap_or(&0);
-    buf.truncate(len + n);
+    let mut guard = Truncate { buf, keep: len };
+    let r = stream.read(&mut guard.buf[len..]).await;
+    guard.keep = len + *r.as_ref().unwrap_or(&0);
     r
 }
 

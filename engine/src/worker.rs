@@ -79,7 +79,11 @@ impl CoreState {
         CoreState {
             stats: gen.stats[core].clone(),
             mirror_inflight: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
-            lanes: cfg.upstreams.iter().map(|_| crate::mirror::Lane::default()).collect(),
+            lanes: cfg
+                .upstreams
+                .iter()
+                .map(|_| crate::mirror::Lane::default())
+                .collect(),
             gen,
             pools,
             mirror_pools,
@@ -102,6 +106,8 @@ pub struct Worker {
     next_conn: Cell<u64>,
     pub access_log: Option<Rc<AccessLogger>>,
     accept_stop: Notify,
+    /// A response output buffer lent to one exchange at a time.
+    pub spare_out: RefCell<(bytes::BytesMut,)>,
 }
 
 impl Worker {
@@ -130,6 +136,7 @@ impl Worker {
             next_conn: Cell::new(0),
             access_log,
             accept_stop: Notify::default(),
+            spare_out: RefCell::new((bytes::BytesMut::with_capacity(16 * 1024),)),
         })
     }
 

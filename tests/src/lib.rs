@@ -14,21 +14,38 @@ pub use shadowtee::testserver::{Mode, RecordedRequest, ServerConfig, TestServer}
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// Path of the `shadowtee` binary built by `cargo test --workspace`
-/// (built on demand when only this crate's tests are run).
+/// Path of the `shadowtee` binary. `cargo test --workspace` builds it; when
+/// only this crate's tests run, it may be missing or older than the library
+/// the tests link, so it is (re)built once per test process.
 pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/shadowtee
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("shadowtee");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "shadowtee", "--bin", "shadowtee"])
-            .status()
-            .expect("run cargo build for the shadowtee binary");
-        assert!(status.success(), "building shadowtee failed");
-    }
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>/shadowtee
+            let dir = exe.parent().and_then(Path::parent).expect("target dir");
+            let bin = dir.join("shadowtee");
+            let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let stale = match (mtime(&bin), mtime(&exe)) {
+                (Some(b), Some(e)) => b < e,
+                _ => true,
+            };
+            if stale {
+                let release = dir.file_name().is_some_and(|n| n == "release");
+                let mut cmd =
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                cmd.args(["build", "-q", "-p", "shadowtee", "--bin", "shadowtee"]);
+                if release {
+                    cmd.arg("--release");
+                }
+                let status = cmd
+                    .status()
+                    .expect("run cargo build for the shadowtee binary");
+                assert!(status.success(), "building shadowtee failed");
+            }
+            bin
+        })
+        .clone()
 }
 
 /// A unique scratch directory under the system temp dir.

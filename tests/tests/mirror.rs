@@ -7,7 +7,6 @@ use shadowtee_e2e::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Bound on every wait for an observable outcome.
@@ -15,13 +14,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
 const PRIMARY_BODY: &[u8] = b"hello from v1\n";
-
-/// Tests in this file run one at a time: the machine has two cores and
-/// several tests assert that the client path stays fast.
-static SERIAL: Mutex<()> = Mutex::new(());
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One route "default" to upstream v1 with the given mirrors
 /// (name, address, extra TOML lines for its `[[routes.mirrors]]` table);
@@ -38,7 +30,9 @@ fn config(primary: SocketAddr, mirror: &str, mirrors: &[(&str, SocketAddr, &str)
     }
     t.push_str("\n[[routes]]\nname = \"default\"\n[[routes.destinations]]\nupstream = \"v1\"\n");
     for (name, _, extra) in mirrors {
-        t.push_str(&format!("[[routes.mirrors]]\nupstream = \"{name}\"\n{extra}\n"));
+        t.push_str(&format!(
+            "[[routes.mirrors]]\nupstream = \"{name}\"\n{extra}\n"
+        ));
     }
     t
 }
@@ -174,7 +168,6 @@ fn status_of(raw: &[u8]) -> u16 {
 
 #[test]
 fn copy_has_the_primary_request_plus_marker() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(v1.addr, "", &[("test-v1", shadow.addr, "")]));
@@ -203,7 +196,11 @@ fn copy_has_the_primary_request_plus_marker() {
     let mut expected = headers_lower(p);
     expected.push(("x-shadowtee-mirror".into(), "1".into()));
     expected.sort();
-    assert_eq!(headers_lower(s), expected, "copy headers vs primary headers");
+    assert_eq!(
+        headers_lower(s),
+        expected,
+        "copy headers vs primary headers"
+    );
 
     // A chunked upload: the copy carries the same bytes.
     let r = c.send(
@@ -215,7 +212,10 @@ fn copy_has_the_primary_request_plus_marker() {
     let p = &v1.requests()[1];
     let s = &shadow.requests()[1];
     assert_eq!((s.method.as_str(), s.target.as_str()), ("PUT", "/up"));
-    assert_eq!((p.body.as_slice(), s.body.as_slice()), (&b"hello world"[..], &b"hello world"[..]));
+    assert_eq!(
+        (p.body.as_slice(), s.body.as_slice()),
+        (&b"hello world"[..], &b"hello world"[..])
+    );
     assert_eq!(s.body_hash, p.body_hash);
 
     // Expect: 100-continue, then a body bigger than one write.
@@ -238,12 +238,12 @@ fn copy_has_the_primary_request_plus_marker() {
 
 #[test]
 fn upgrade_is_tunnelled_but_not_mirrored() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(v1.addr, "", &[("test-v1", shadow.addr, "")]));
     let mut c = Conn::open(proxy.addr);
-    let r = c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r =
+        c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert_eq!(r.status, 101);
     assert!(v1.wait_for(1, WAIT));
     assert_eq!(proxy.get("/after").status, 200);
@@ -253,15 +253,12 @@ fn upgrade_is_tunnelled_but_not_mirrored() {
 }
 
 #[test]
-#[ignore = "engine bug: the upgrade tunnel sends the client ~16 KiB of NUL bytes before the \
-            upstream's data (upstream::read_into zero-fills then awaits; proxy::tunnel's \
-            future::or drops the losing read mid-await, leaving the padding in the buffer)"]
 fn upgrade_tunnel_relays_bytes_exactly() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let proxy = Proxy::start(&config(v1.addr, "", &[]));
     let mut c = Conn::open(proxy.addr);
-    let r = c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r =
+        c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert_eq!(r.status, 101);
     c.s.write_all(b"ping").unwrap();
     let mut got = [0u8; 4];
@@ -271,7 +268,6 @@ fn upgrade_tunnel_relays_bytes_exactly() {
 
 #[test]
 fn percent_50_copies_about_half() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -288,7 +284,6 @@ fn percent_50_copies_about_half() {
 
 #[test]
 fn percent_0_never_copies() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -303,7 +298,6 @@ fn percent_0_never_copies() {
 
 #[test]
 fn two_mirrors_both_get_copies() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let a = upstream("test-v1", Mode::Fast);
     let b = upstream("test-v2", Mode::Fast);
@@ -323,7 +317,6 @@ fn two_mirrors_both_get_copies() {
 
 #[test]
 fn loop_guard_skips_requests_carrying_the_marker() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(v1.addr, "", &[("test-v1", shadow.addr, "")]));
@@ -345,7 +338,6 @@ fn loop_guard_skips_requests_carrying_the_marker() {
 
 #[test]
 fn custom_marker_header_is_set_and_guards() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -355,20 +347,23 @@ fn custom_marker_header_is_set_and_guards() {
     ));
     let mut c = Conn::open(proxy.addr);
     assert_eq!(
-        c.send(b"GET /looped HTTP/1.1\r\nHost: t\r\nX-Copy: 1\r\n\r\n").status,
+        c.send(b"GET /looped HTTP/1.1\r\nHost: t\r\nX-Copy: 1\r\n\r\n")
+            .status,
         200
     );
     assert_eq!(c.get("/fresh").status, 200);
     assert!(shadow.wait_for(1, WAIT));
     stays_at(&shadow, 1);
     let s = &shadow.requests()[0];
-    assert_eq!((s.target.as_str(), s.header("x-copy")), ("/fresh", Some("1")));
+    assert_eq!(
+        (s.target.as_str(), s.header("x-copy")),
+        ("/fresh", Some("1"))
+    );
     assert_eq!(s.header("x-shadowtee-mirror"), None);
 }
 
 #[test]
 fn empty_marker_header_disables_marking_and_the_guard() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -385,14 +380,16 @@ fn empty_marker_header_disables_marking_and_the_guard() {
     );
     assert!(shadow.wait_for(2, WAIT), "got {:?}", targets(&shadow));
     let reqs = shadow.requests();
-    let plain = reqs.iter().find(|r| r.target == "/plain").expect("/plain copied");
+    let plain = reqs
+        .iter()
+        .find(|r| r.target == "/plain")
+        .expect("/plain copied");
     assert_eq!(plain.header("x-shadowtee-mirror"), None);
     assert!(reqs.iter().any(|r| r.target == "/marked"));
 }
 
 #[test]
 fn header_edits_apply_to_the_copy_only() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -433,7 +430,6 @@ fn header_edits_apply_to_the_copy_only() {
 
 #[test]
 fn host_suffix_goes_before_the_port() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -442,7 +438,10 @@ fn host_suffix_goes_before_the_port() {
         &[("test-v1", shadow.addr, "")],
     ));
     let mut c = Conn::open(proxy.addr);
-    assert_eq!(c.send(b"GET /1 HTTP/1.1\r\nHost: a.b:8080\r\n\r\n").status, 200);
+    assert_eq!(
+        c.send(b"GET /1 HTTP/1.1\r\nHost: a.b:8080\r\n\r\n").status,
+        200
+    );
     assert_eq!(c.send(b"GET /2 HTTP/1.1\r\nHost: a.b\r\n\r\n").status, 200);
     assert!(shadow.wait_for(2, WAIT));
     let mut got: Vec<(String, String)> = shadow
@@ -468,7 +467,6 @@ fn host_suffix_goes_before_the_port() {
 
 #[test]
 fn methods_filter_limits_what_is_copied() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -478,9 +476,8 @@ fn methods_filter_limits_what_is_copied() {
     ));
     let mut c = Conn::open(proxy.addr);
     for m in ["POST", "PUT", "DELETE", "GET", "HEAD", "OPTIONS"] {
-        let r = c.send(
-            format!("{m} /m HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-        );
+        let r =
+            c.send(format!("{m} /m HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes());
         assert_eq!(r.status, 200, "{m}");
     }
     assert!(shadow.wait_for(2, WAIT));
@@ -489,12 +486,15 @@ fn methods_filter_limits_what_is_copied() {
     methods.sort();
     assert_eq!(methods, ["GET", "HEAD"]);
     assert_eq!(v1.count(), 6);
-    assert_eq!(accounted(&proxy, "test-v1", 2), (2.0, 0.0, 0.0), "HEAD copy completes");
+    assert_eq!(
+        accounted(&proxy, "test-v1", 2),
+        (2.0, 0.0, 0.0),
+        "HEAD copy completes"
+    );
 }
 
 #[test]
 fn sticky_sample_key_mirrors_all_or_none_per_user() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -526,7 +526,10 @@ fn sticky_sample_key_mirrors_all_or_none_per_user() {
             .or_default() += 1;
     }
     for (u, n) in &per_user {
-        assert_eq!(*n, EACH, "{u} was mirrored {n} of {EACH} times: {per_user:?}");
+        assert_eq!(
+            *n, EACH,
+            "{u} was mirrored {n} of {EACH} times: {per_user:?}"
+        );
     }
     assert!(
         (1..USERS).contains(&per_user.len()),
@@ -537,7 +540,6 @@ fn sticky_sample_key_mirrors_all_or_none_per_user() {
 
 #[test]
 fn max_rps_sheds_the_excess_as_rate_limited() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -563,7 +565,6 @@ fn max_rps_sheds_the_excess_as_rate_limited() {
 
 #[test]
 fn body_over_mirror_limit_reaches_only_the_primary() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Echo);
     let shadow = upstream("test-v1", Mode::Fast);
     let proxy = Proxy::start(&config(
@@ -579,7 +580,8 @@ fn body_over_mirror_limit_reaches_only_the_primary() {
     assert_eq!((r.status, r.body.len()), (200, 4096));
     assert_eq!(r.body, big);
 
-    let mut raw = b"POST /big-chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /big-chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..4 {
         raw.extend_from_slice(b"400\r\n");
         raw.extend_from_slice(&big[..1024]);
@@ -626,7 +628,6 @@ fn body_over_mirror_limit_reaches_only_the_primary() {
 
 #[test]
 fn rejected_requests_reach_no_upstream() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     let toml = format!(
@@ -678,33 +679,52 @@ fn rejected_requests_reach_no_upstream() {
     assert!(shadow.wait_for(1, WAIT));
     stays_at(&shadow, 1);
     assert_eq!(targets(&shadow), ["/api/ok"]);
-    assert_eq!(targets(&v1), ["/api/ok"], "no rejected request fully reached the primary");
+    assert_eq!(
+        targets(&v1),
+        ["/api/ok"],
+        "no rejected request fully reached the primary"
+    );
     assert_eq!(accounted(&proxy, "test-v1", 1).0, 1.0);
 }
 
 #[test]
 fn admin_switches_mirror_at_once() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let shadow = upstream("test-v1", Mode::Fast);
     // Two cores: the switch must reach both.
-    let toml = config(v1.addr, "", &[("test-v1", shadow.addr, "")]).replace("cores = 1", "cores = 2");
+    let toml =
+        config(v1.addr, "", &[("test-v1", shadow.addr, "")]).replace("cores = 1", "cores = 2");
     let proxy = Proxy::start(&toml);
     let mut c = Conn::open(proxy.addr);
     assert_eq!(c.get("/one").status, 200);
     assert!(shadow.wait_for(1, WAIT));
 
-    assert_eq!(proxy.admin("POST", "/mirrors/default/test-v1?percent=0").status, 200);
+    assert_eq!(
+        proxy
+            .admin("POST", "/mirrors/default/test-v1?percent=0")
+            .status,
+        200
+    );
     for _ in 0..20 {
         assert_eq!(c.get("/off-by-percent").status, 200);
         // New connections land on either core.
         assert_eq!(proxy.get("/off-by-percent").status, 200);
     }
-    assert_eq!(proxy.admin("POST", "/mirrors/default/test-v1?percent=100").status, 200);
+    assert_eq!(
+        proxy
+            .admin("POST", "/mirrors/default/test-v1?percent=100")
+            .status,
+        200
+    );
     assert_eq!(c.get("/two").status, 200);
     assert!(shadow.wait_for(2, WAIT));
 
-    assert_eq!(proxy.admin("POST", "/mirrors/default/test-v1?enabled=false").status, 200);
+    assert_eq!(
+        proxy
+            .admin("POST", "/mirrors/default/test-v1?enabled=false")
+            .status,
+        200
+    );
     let v: serde_json::Value =
         serde_json::from_slice(&proxy.admin("GET", "/config").body).expect("/config is JSON");
     assert_eq!(v["routes"][0]["mirrors"][0]["enabled"], false, "{v}");
@@ -712,13 +732,23 @@ fn admin_switches_mirror_at_once() {
         assert_eq!(c.get("/off-by-switch").status, 200);
         assert_eq!(proxy.get("/off-by-switch").status, 200);
     }
-    assert_eq!(proxy.admin("POST", "/mirrors/default/test-v1?enabled=true").status, 200);
+    assert_eq!(
+        proxy
+            .admin("POST", "/mirrors/default/test-v1?enabled=true")
+            .status,
+        200
+    );
     assert_eq!(c.get("/three").status, 200);
     assert!(shadow.wait_for(3, WAIT));
     stays_at(&shadow, 3);
     assert_eq!(targets(&shadow), ["/one", "/two", "/three"]);
 
-    assert_eq!(proxy.admin("POST", "/mirrors/default/test-v1?percent=25").status, 200);
+    assert_eq!(
+        proxy
+            .admin("POST", "/mirrors/default/test-v1?percent=25")
+            .status,
+        200
+    );
     for (path, want) in [
         ("/mirrors/nope/test-v1?percent=5", 404),
         ("/mirrors/default/nope?percent=5", 404),
@@ -746,14 +776,16 @@ fn fault_run(shadow: &TestServer, mirror: &str, n: usize, limit: Duration) -> Pr
     let v1 = upstream("v1", Mode::Fast);
     let proxy = Proxy::start(&config(v1.addr, mirror, &[("test-v1", shadow.addr, "")]));
     let took = batch(proxy.addr, n, "/f");
-    assert!(took < limit, "{n} primary requests took {took:?} with a bad shadow");
+    assert!(
+        took < limit,
+        "{n} primary requests took {took:?} with a bad shadow"
+    );
     assert_eq!(v1.count(), n);
     proxy
 }
 
 #[test]
 fn refused_shadow_counts_failed() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::Refuse);
     let proxy = fault_run(&shadow, "", 50, Duration::from_secs(3));
     assert_eq!(accounted(&proxy, "test-v1", 50), (0.0, 50.0, 0.0));
@@ -761,7 +793,6 @@ fn refused_shadow_counts_failed() {
 
 #[test]
 fn garbage_shadow_counts_failed() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::Garbage);
     let proxy = fault_run(&shadow, "", 50, Duration::from_secs(3));
     assert_eq!(accounted(&proxy, "test-v1", 50), (0.0, 50.0, 0.0));
@@ -769,7 +800,6 @@ fn garbage_shadow_counts_failed() {
 
 #[test]
 fn shadow_closing_mid_body_counts_failed() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::CloseMidBody);
     let proxy = fault_run(&shadow, "", 50, Duration::from_secs(3));
     assert_eq!(accounted(&proxy, "test-v1", 50), (0.0, 50.0, 0.0));
@@ -777,7 +807,6 @@ fn shadow_closing_mid_body_counts_failed() {
 
 #[test]
 fn hung_shadow_never_delays_the_primary() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::Hung);
     // Waiting on the shadow would cost 200 x 200 ms = 40 s.
     let proxy = fault_run(&shadow, "timeout_ms = 200", 200, Duration::from_secs(4));
@@ -787,7 +816,6 @@ fn hung_shadow_never_delays_the_primary() {
 
 #[test]
 fn hung_shadow_over_inflight_limit_is_shed() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::Hung);
     let proxy = fault_run(
         &shadow,
@@ -805,16 +833,23 @@ fn hung_shadow_over_inflight_limit_is_shed() {
 
 #[test]
 fn slow_shadow_never_delays_the_primary() {
-    let _g = serial();
     let shadow = upstream("test-v1", Mode::Delay(Duration::from_millis(50)));
     // Waiting on the shadow would cost 100 x 50 ms = 5 s.
+    let proxy = fault_run(&shadow, "", 100, Duration::from_millis(2500));
+    let (completed, failed, shed) = accounted(&proxy, "test-v1", 100);
+    assert_eq!(shed, 0.0);
+    assert!(completed >= 1.0 && completed + failed == 100.0);
+}
+
+#[test]
+fn slow_shadow_within_timeout_completes_every_copy() {
+    let shadow = upstream("test-v1", Mode::Delay(Duration::from_millis(50)));
     let proxy = fault_run(&shadow, "", 100, Duration::from_millis(2500));
     assert_eq!(accounted(&proxy, "test-v1", 100), (100.0, 0.0, 0.0));
 }
 
 #[test]
 fn full_queue_sheds_as_queue_full() {
-    let _g = serial();
     let v1 = upstream("v1", Mode::Fast);
     let a = upstream("test-v1", Mode::Fast);
     let b = upstream("test-v2", Mode::Fast);

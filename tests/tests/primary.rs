@@ -459,8 +459,6 @@ fn expect_100_continue() {
 }
 
 #[test]
-#[ignore = "engine bug: tunnel() races read_into futures with future::or; the loser is \
-            dropped after zero-filling its buffer, so 'ping' comes back as ~16 KiB of NULs + 'ping'"]
 fn websocket_upgrade_is_tunnelled_both_ways() {
     let v1 = upstream("v1", Mode::Fast);
     let proxy = Proxy::start(&simple_config(v1.addr, &[]));
@@ -947,9 +945,6 @@ fn large_upload_and_download_are_byte_exact_in_bounded_memory() {
 }
 
 #[test]
-#[ignore = "engine bug: exchange() sends the whole request body before reading any of the \
-            response, so an upstream that answers while reading (Echo > 1 MiB) deadlocks \
-            once socket buffers fill; the client gets nothing (read times out)"]
 fn large_upload_to_echo_streams_back_in_bounded_memory() {
     let echo = upstream("echo", Mode::Echo);
     let sink = upstream("sink", Mode::Fast);

@@ -34,11 +34,16 @@ fn stop_engine(running: Running) {
 fn bench_round_trips(c: &mut Criterion, name: &str, client: &mut Client) {
     // Warm the connection (and the engine's upstream pool) before timing.
     for _ in 0..100 {
-        assert_eq!(client.round_trip(LATENCY_GET).expect("warm-up round trip"), 200);
+        assert_eq!(
+            client.round_trip(LATENCY_GET).expect("warm-up round trip"),
+            200
+        );
     }
     c.benchmark_group("latency").bench_function(name, |b| {
         b.iter(|| {
-            let status = client.round_trip(black_box(LATENCY_GET)).expect("round trip");
+            let status = client
+                .round_trip(black_box(LATENCY_GET))
+                .expect("round trip");
             debug_assert_eq!(status, 200);
             status
         })
@@ -71,7 +76,7 @@ fn latency(c: &mut Criterion) {
     drop(client);
     stop_engine(running);
     eprintln!(
-        "latency/shadowtee_mirror_100: shadow received {} of {} requests (the rest were shed)",
+        "latency/shadowtee_mirror_100: the shadow received {} of the {} mirrored requests (the rest were shed or failed)",
         shadow.count(),
         primary.count() - before
     );

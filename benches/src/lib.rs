@@ -49,7 +49,7 @@ pub fn chunked_body(total: usize, chunk: usize) -> Vec<u8> {
     while left > 0 {
         let n = left.min(chunk);
         out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        out.extend(std::iter::repeat(byte).take(n));
+        out.resize(out.len() + n, byte);
         out.extend_from_slice(b"\r\n");
         byte = if byte == b'z' { b'a' } else { byte + 1 };
         left -= n;
@@ -223,7 +223,10 @@ impl Client {
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .and_then(|v| v.trim().parse::<usize>().ok())
                     .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidData, "response without Content-Length")
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "response without Content-Length",
+                        )
                     })?;
                 let want = head_len + body_len;
                 while self.buf.len() < want {
@@ -257,7 +260,11 @@ mod tests {
 
     #[test]
     fn browser_get_is_typical_size() {
-        assert!((300..=500).contains(&BROWSER_GET.len()), "{}", BROWSER_GET.len());
+        assert!(
+            (300..=500).contains(&BROWSER_GET.len()),
+            "{}",
+            BROWSER_GET.len()
+        );
     }
 
     #[test]
@@ -265,10 +272,10 @@ mod tests {
         let cfg = config_schema::parse(ROUTES_TOML).expect("routes parse");
         assert_eq!(cfg.routes.len(), 10);
         let head = parsed_browser_get();
-        let hit = cfg
-            .routes
-            .iter()
-            .position(|r| r.matcher.matches(head.method(), head.path(), |n| head.header(n)));
+        let hit = cfg.routes.iter().position(|r| {
+            r.matcher
+                .matches(head.method(), head.path(), |n| head.header(n))
+        });
         assert_eq!(hit, Some(EXPECTED_ROUTE));
     }
 

@@ -169,12 +169,21 @@ fn run(a: RunArgs) -> loadtest::Result<()> {
     cfg.connections = a.connections;
     cfg.duration = parse_duration(&a.duration)?;
     cfg.timeout = parse_duration(&a.timeout)?;
-    cfg.cpus = a.cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or_default();
+    cfg.cpus = a
+        .cpus
+        .as_deref()
+        .map(parse_cpus)
+        .transpose()?
+        .unwrap_or_default();
     cfg.threads = a.threads.unwrap_or(cfg.cpus.len().max(1));
     cfg.rate = a.rate;
     cfg.pipeline = a.pipeline;
     cfg.method = a.method;
-    cfg.headers = a.headers.iter().map(|h| parse_header(h)).collect::<Result<_, _>>()?;
+    cfg.headers = a
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<_, _>>()?;
     cfg.body = match (a.body, a.body_size) {
         (Some(b), _) => b.into_bytes(),
         (None, Some(n)) => vec![b'x'; n],
@@ -194,7 +203,12 @@ fn serve(a: ServeCli) -> loadtest::Result<()> {
         name: a.name,
         mode: parse_mode(&a.mode)?,
         listen: a.listen,
-        cpus: a.cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or_default(),
+        cpus: a
+            .cpus
+            .as_deref()
+            .map(parse_cpus)
+            .transpose()?
+            .unwrap_or_default(),
         body_size: a.body_size,
         fail_every: a.fail_every,
     };

@@ -73,7 +73,9 @@ impl Target {
         if authority.is_empty() {
             return Err(Error::Invalid(format!("{url:?}: no host")));
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             authority.to_string()
         } else {
@@ -179,7 +181,11 @@ impl RunConfig {
 
     /// The bytes of one request, as written on the wire.
     pub fn request_bytes(&self) -> Vec<u8> {
-        let has = |name: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let has = |name: &str| {
+            self.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        };
         let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.target.path);
         if !has("host") {
             let _ = write!(head, "Host: {}\r\n", self.target.authority);
@@ -187,8 +193,8 @@ impl RunConfig {
         for (k, v) in &self.headers {
             let _ = write!(head, "{k}: {v}\r\n");
         }
-        let needs_length = !self.body.is_empty()
-            || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH");
+        let needs_length =
+            !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH");
         if needs_length && !has("content-length") && !has("transfer-encoding") {
             let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
         }
@@ -203,7 +209,9 @@ impl RunConfig {
 pub fn parse_header(s: &str) -> Result<(String, String)> {
     match s.split_once(':') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(Error::Invalid(format!("bad header {s:?} (want 'name: value')"))),
+        _ => Err(Error::Invalid(format!(
+            "bad header {s:?} (want 'name: value')"
+        ))),
     }
 }
 
@@ -375,7 +383,12 @@ impl Report {
             format!("on cpus {:?}", self.cpus)
         };
         let e = &self.stats.errors;
-        let _ = writeln!(o, "{:.2}s test @ {} ({mode})", self.elapsed.as_secs_f64(), self.url);
+        let _ = writeln!(
+            o,
+            "{:.2}s test @ {} ({mode})",
+            self.elapsed.as_secs_f64(),
+            self.url
+        );
         let _ = writeln!(
             o,
             "  {} thread(s) {pinned}, {} connections, pipeline {}",
@@ -625,7 +638,9 @@ impl Conn<'_> {
             }
             let k = match schedule {
                 None => {
-                    self.sent.extend(std::iter::repeat(now).take(self.plan.pipeline));
+                    for _ in 0..self.plan.pipeline {
+                        self.sent.push_back(now);
+                    }
                     self.plan.pipeline
                 }
                 Some(s) => {

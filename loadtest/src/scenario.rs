@@ -65,8 +65,9 @@ pub struct Row {
     pub cpu_us_per_req: Option<f64>,
     /// Requests the row's shadow upstream received during the measured window.
     pub shadow_received: Option<u64>,
-    /// shadowtee's own mirror outcomes (`completed/failed/shed`) from `/metrics`.
-    pub mirror_outcomes: Option<String>,
+    /// shadowtee's own mirror outcomes `[completed, failed, shed]` during the
+    /// measured window, from `/metrics`.
+    pub mirror_outcomes: Option<[u64; 3]>,
 }
 
 impl Row {
@@ -130,7 +131,10 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            eprintln!("loadtest: {} did not stop on SIGTERM; killing it", self.name);
+            eprintln!(
+                "loadtest: {} did not stop on SIGTERM; killing it",
+                self.name
+            );
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -213,10 +217,8 @@ impl TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let p = std::env::temp_dir().join(format!(
-            "shadowtee-scenario-{}-{nanos}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("shadowtee-scenario-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(p.join("nginx-tmp"))
             .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
         Ok(TempDir(p))
@@ -237,7 +239,10 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -246,7 +251,10 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
@@ -259,7 +267,10 @@ fn wait_ready(addr: SocketAddr, proc_: &mut Proc) -> Result<()> {
             return Ok(());
         }
         if let Ok(Some(st)) = proc_.child.try_wait() {
-            return Err(Error::Invalid(format!("{} exited during start-up ({st})", proc_.name)));
+            return Err(Error::Invalid(format!(
+                "{} exited during start-up ({st})",
+                proc_.name
+            )));
         }
         if Instant::now() >= deadline {
             return Err(Error::Invalid(format!(
@@ -309,7 +320,10 @@ endpoints = ["{primary}"]
 "#
     );
     if let Some(s) = shadow {
-        let _ = write!(c, "\n[[upstreams]]\nname = \"shadow\"\nendpoints = [\"{s}\"]\n");
+        let _ = write!(
+            c,
+            "\n[[upstreams]]\nname = \"shadow\"\nendpoints = [\"{s}\"]\n"
+        );
     }
     c.push_str("\n[[routes]]\nname = \"default\"\n[[routes.destinations]]\nupstream = \"primary\"\nweight = 100\n");
     if shadow.is_some() {
@@ -428,7 +442,9 @@ fn start_shadowtee(
                         .rsplit_once("admin on ")
                         .and_then(|(_, a)| a.trim().parse().ok());
                     let Some(listen) = listen else {
-                        return Err(Error::Invalid(format!("cannot parse shadowtee's ready line {line:?}")));
+                        return Err(Error::Invalid(format!(
+                            "cannot parse shadowtee's ready line {line:?}"
+                        )));
                     };
                     return Ok((p, listen, admin));
                 }
@@ -473,21 +489,25 @@ fn start_nginx(
         child,
     };
     if let Err(e) = wait_ready(addr, &mut p) {
-        let log = std::fs::read_to_string(dir.join(format!("nginx-{key}.error.log")))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(dir.join(format!("nginx-{key}.error.log"))).unwrap_or_default();
         return Err(Error::Invalid(format!("{e}; nginx error log:\n{log}")));
     }
     Ok(p)
 }
 
-/// Sum `shadowtee_mirror_requests_total` by outcome from `/metrics`.
-fn mirror_outcomes(admin: SocketAddr) -> Option<String> {
+/// Sum `shadowtee_mirror_requests_total` by outcome from `/metrics`:
+/// `[completed, failed, shed]`.
+fn mirror_outcomes(admin: SocketAddr) -> Option<[u64; 3]> {
     let (status, body) = http_get(admin, "/metrics").ok()?;
     if status != 200 {
         return None;
     }
     let (mut completed, mut failed, mut shed) = (0f64, 0f64, 0f64);
-    for line in body.lines().filter(|l| l.starts_with("shadowtee_mirror_requests_total{")) {
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("shadowtee_mirror_requests_total{"))
+    {
         let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
         if line.contains("outcome=\"completed\"") {
             completed += value;
@@ -497,16 +517,18 @@ fn mirror_outcomes(admin: SocketAddr) -> Option<String> {
             shed += value;
         }
     }
-    Some(format!("{completed:.0}/{failed:.0}/{shed:.0}"))
+    Some([completed as u64, failed as u64, shed as u64])
 }
 
-/// Warm up (not counted), then measure one row. `pids` are read before and
-/// after the measured window only.
+/// Warm up (not counted), then measure one row. CPU time, the shadow's
+/// request count and shadowtee's mirror counters (`admin`) are read before
+/// and after the measured window only.
 fn measure(
     args: &TeeArgs,
     target: SocketAddr,
     proxy: Option<&Proc>,
     shadow: Option<&TestServer>,
+    admin: Option<SocketAddr>,
     row: &mut Row,
 ) -> Result<()> {
     let base = |d: Duration| {
@@ -521,10 +543,16 @@ fn measure(
         run::run(&base(args.warmup()))?;
     }
     let pids = proxy.map(Proc::pids).unwrap_or_default();
-    let before_cpu = cpu_ticks(&pids);
+    // Scrapes cost proxy CPU: they stay outside the CPU window.
+    let before_mirror = admin.and_then(mirror_outcomes);
     let before_shadow = shadow.map(TestServer::count);
+    let before_cpu = cpu_ticks(&pids);
     let report = run::run(&base(args.duration))?;
     let after_cpu = cpu_ticks(&pids);
+    let after_mirror = admin.and_then(mirror_outcomes);
+    row.mirror_outcomes = before_mirror
+        .zip(after_mirror)
+        .map(|(b, a)| [0, 1, 2].map(|i| a[i].saturating_sub(b[i])));
     row.shadow_received = shadow
         .map(TestServer::count)
         .zip(before_shadow)
@@ -613,7 +641,7 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
     // (a) upstream direct
     let mut a = Row::new('a', "upstream direct");
     progress(a.key, a.setup);
-    if let Err(e) = measure(args, primary.addr, None, None, &mut a) {
+    if let Err(e) = measure(args, primary.addr, None, None, None, &mut a) {
         a.skipped = Some(e.to_string());
     }
     rows.push(a);
@@ -621,7 +649,11 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
     // (b)-(d) shadowtee
     let st_rows: [(char, &'static str, Option<&TestServer>); 3] = [
         ('b', "shadowtee, no mirror", None),
-        ('c', "shadowtee, 100% mirror, healthy shadow", Some(&healthy)),
+        (
+            'c',
+            "shadowtee, 100% mirror, healthy shadow",
+            Some(&healthy),
+        ),
         ('d', "shadowtee, 100% mirror, hung shadow", Some(&hung)),
     ];
     for (key, setup, shadow) in st_rows {
@@ -631,11 +663,8 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
         let r = start_shadowtee(&shadowtee_bin, &dir.0, key, args.proxy_cpu, &config).and_then(
             |(mut p, listen, admin)| {
                 wait_ready(listen, &mut p)?;
-                measure(args, listen, Some(&p), shadow, &mut row)?;
-                if shadow.is_some() {
-                    row.mirror_outcomes = admin.and_then(mirror_outcomes);
-                }
-                Ok(())
+                let admin = if shadow.is_some() { admin } else { None };
+                measure(args, listen, Some(&p), shadow, admin, &mut row)
             },
         );
         if let Err(e) = r {
@@ -670,7 +699,7 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
                 shadow.map(|s| s.addr),
             );
             let p = start_nginx(nginx_bin, &dir.0, key, args.proxy_cpu, &conf, addr)?;
-            measure(args, addr, Some(&p), shadow, &mut row)
+            measure(args, addr, Some(&p), shadow, None, &mut row)
         });
         if let Err(e) = r {
             row.skipped = Some(e.to_string());
@@ -691,7 +720,9 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
 
 impl TeeResult {
     fn row(&self, key: char) -> Option<&Row> {
-        self.rows.iter().find(|r| r.key == key && r.report.is_some())
+        self.rows
+            .iter()
+            .find(|r| r.key == key && r.report.is_some())
     }
 
     /// (label, value) pairs; a ratio whose rows did not run is absent.
@@ -717,7 +748,10 @@ impl TeeResult {
     pub fn render_markdown(&self) -> String {
         let a = &self.args;
         let mut o = String::new();
-        let _ = writeln!(o, "### shadowtee tee comparison (`loadtest scenario tee`)\n");
+        let _ = writeln!(
+            o,
+            "### shadowtee tee comparison (`loadtest scenario tee`)\n"
+        );
         let _ = writeln!(
             o,
             "{} keep-alive connections, closed loop, {:.0}s per row after {:.1}s warm-up; \
@@ -736,7 +770,10 @@ impl TeeResult {
             o,
             "| row | setup | req/s | p50 | p99 | errors | non-2xx | proxy CPU µs/req | shadow got | mirror done/failed/shed |"
         );
-        let _ = writeln!(o, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        let _ = writeln!(
+            o,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        );
         for r in &self.rows {
             match &r.report {
                 Some(rep) => {
@@ -752,7 +789,8 @@ impl TeeResult {
                         rep.stats.non_2xx,
                         r.cpu_us_per_req.map_or("-".into(), |c| format!("{c:.1}")),
                         r.shadow_received.map_or("-".into(), |c| c.to_string()),
-                        r.mirror_outcomes.as_deref().unwrap_or("-"),
+                        r.mirror_outcomes
+                            .map_or("-".into(), |[c, f, s]| format!("{c}/{f}/{s}")),
                     );
                 }
                 None => {
@@ -787,7 +825,9 @@ impl TeeResult {
                     "result": r.report.as_ref().map(Report::to_json),
                     "proxy_cpu_us_per_req": r.cpu_us_per_req,
                     "shadow_received": r.shadow_received,
-                    "mirror_completed_failed_shed": r.mirror_outcomes,
+                    "mirror": r.mirror_outcomes.map(|[c, f, s]| serde_json::json!({
+                        "completed": c, "failed": f, "shed": s,
+                    })),
                 })
             })
             .collect();
@@ -815,7 +855,8 @@ mod tests {
 
     #[test]
     fn stat_parsing() {
-        let s = "1234 (nginx: worker (x)) S 1200 1234 1234 0 -1 4194560 100 0 0 0 57 13 0 0 20 0 1 0";
+        let s =
+            "1234 (nginx: worker (x)) S 1200 1234 1234 0 -1 4194560 100 0 0 0 57 13 0 0 20 0 1 0";
         let f = stat_fields(s);
         assert_eq!(f[0], "S");
         assert_eq!(f[1], "1200");

@@ -181,8 +181,7 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP response"))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::Other,
+        return Err(std::io::Error::other(
             head.lines().next().unwrap_or("").to_string(),
         ));
     }

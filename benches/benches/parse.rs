@@ -62,14 +62,14 @@ fn write(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(BROWSER_GET.len() as u64));
 
     let primary = RequestEdits {
-        client_ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))),
+        client_ip: Some("192.0.2.7"),
         ..RequestEdits::default()
     };
     let remove = vec!["cookie".to_string()];
     let set = vec![("x-env".to_string(), "shadow".to_string())];
     let mirror = RequestEdits {
         host_suffix: "-shadow",
-        client_ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))),
+        client_ip: Some("192.0.2.7"),
         marker: Some("x-shadowtee-mirror"),
         set_headers: &set,
         remove_headers: &remove,

@@ -171,12 +171,17 @@ impl MirrorQueue {
     }
 
     /// Enqueue without waiting; a full queue sheds the copy (counted).
+    /// An accepted copy counts as in flight for its shadow until finished.
     #[inline]
     pub fn offer(&self, job: MirrorJob) {
+        let state = job.state.clone();
+        let upstream = job.upstream;
         if let Err(job) = self.queue.push(job) {
             job.stats.shed(ShedReason::QueueFull);
             return;
         }
+        let inflight = &state.mirror_inflight[upstream];
+        inflight.set(inflight.get() + 1);
         self.wake.notify();
     }
 }
@@ -230,14 +235,10 @@ pub struct Lane {
 pub async fn run_dispatcher(q: Rc<MirrorQueue>, tq: glommio::TaskQueueHandle) {
     loop {
         while let Some(job) = q.queue.pop() {
+            // In flight since `offer` (the cap was checked before the copy
+            // was built, in `proxy::choose_mirrors`).
             let st = job.state.clone();
             let u = job.upstream;
-            let inflight = &st.mirror_inflight[u];
-            if inflight.get() >= st.gen.config.mirror.max_inflight {
-                job.stats.shed(ShedReason::Inflight);
-                continue;
-            }
-            inflight.set(inflight.get() + 1);
             let lane = &st.lanes[u];
             lane.pending.borrow_mut().push_back(job);
             if lane.writers.get() < MAX_WRITERS {

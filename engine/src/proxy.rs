@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::hash::Hasher;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -60,7 +59,9 @@ pub async fn reject_overloaded(mut stream: TcpStream) {
 /// Serve one client connection until it closes, errs, idles out or drains.
 pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
     let _ = client.set_nodelay(true);
-    let peer_ip = client.peer_addr().ok().map(|a| a.ip());
+    // Formatted once per connection for X-Forwarded-For.
+    let peer_ip_text = client.peer_addr().ok().map(|a| a.ip().to_string());
+    let peer_ip = peer_ip_text.as_deref();
     let id = w.conn_id();
     let fd = client.as_raw_fd();
     let mut rbuf = RxBuf::with_capacity(8 * 1024);
@@ -212,16 +213,23 @@ fn choose_mirrors(
             }
         }
         let stats = &st.stats.routes[route_idx].mirrors[i];
+        if let Some(len) = head.content_length() {
+            if len > cfg.mirror.max_body_bytes {
+                stats.shed(ShedReason::BodyTooLarge);
+                continue;
+            }
+        }
+        // Shed before any work is spent on the copy when the shadow is
+        // already at its in-flight cap (a hung shadow costs a compare and a
+        // counter per request, nothing more).
+        if st.mirror_inflight[m.upstream].get() >= cfg.mirror.max_inflight {
+            stats.shed(ShedReason::Inflight);
+            continue;
+        }
         if let Some(Some(lim)) = st.limiters[route_idx].get(i) {
             let t = *now.get_or_insert_with(Instant::now);
             if !lim.allow(t) {
                 stats.shed(ShedReason::RateLimited);
-                continue;
-            }
-        }
-        if let Some(len) = head.content_length() {
-            if len > cfg.mirror.max_body_bytes {
-                stats.shed(ShedReason::BodyTooLarge);
                 continue;
             }
         }
@@ -252,7 +260,7 @@ async fn exchange(
     rbuf: &mut RxBuf,
     wbuf: &mut BytesMut,
     head: RequestHead,
-    peer_ip: Option<IpAddr>,
+    peer_ip: Option<&str>,
 ) -> Next {
     let start = Instant::now();
     let cfg = &st.gen.config;
@@ -740,7 +748,7 @@ fn dispatch_copies(
     st: &Rc<CoreState>,
     ri: usize,
     head: &RequestHead,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&str>,
     chosen: &[Option<Chosen>; MAX_MIRRORS],
     up: &mut Result<Uploaded, UploadError>,
     pairs: &mut Vec<Rc<Pair>>,

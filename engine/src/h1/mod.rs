@@ -127,31 +127,72 @@ pub fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|s| !s.is_empty())
 }
 
-/// Whether `buf` holds a bare LF (a `\n` not preceded by `\r`).
+/// Whether `buf` holds a bare LF (a `\n` not preceded by `\r`). Written as
+/// one pass over byte pairs with no early exit, which the compiler
+/// vectorises: a typical head costs tens of nanoseconds.
 #[inline]
 pub(crate) fn has_bare_lf(buf: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let at = i + off;
-        if at == 0 || buf[at - 1] != b'\r' {
-            return true;
+    match buf.first() {
+        None => false,
+        Some(b'\n') => true,
+        Some(_) => {
+            let bare = buf[1..]
+                .iter()
+                .zip(buf.iter())
+                .fold(0u8, |acc, (&b, &prev)| {
+                    acc | ((b == b'\n') & (prev != b'\r')) as u8
+                });
+            bare != 0
         }
-        i = at + 1;
     }
-    false
 }
 
-/// Header names that are hop-by-hop or framing for every message (RFC 9110 §7.6.1).
+/// Header names the codec acts on, recognised by length first so that an
+/// ordinary field costs one length compare instead of a string compare per
+/// known name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Known {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    XForwardedFor,
+    /// TE, Keep-Alive, Proxy-Connection: hop-by-hop, otherwise ignored.
+    OtherHop,
+    Other,
+}
+
+impl Known {
+    /// Hop-by-hop or framing (RFC 9110 §7.6.1): never forwarded as-is.
+    #[inline]
+    pub(crate) fn is_hop(self) -> bool {
+        matches!(
+            self,
+            Known::ContentLength
+                | Known::TransferEncoding
+                | Known::Connection
+                | Known::Upgrade
+                | Known::OtherHop
+        )
+    }
+}
+
 #[inline]
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+pub(crate) fn classify(name: &[u8]) -> Known {
+    let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
+    match name.len() {
+        2 if is(b"te") => Known::OtherHop,
+        4 if is(b"host") => Known::Host,
+        6 if is(b"expect") => Known::Expect,
+        7 if is(b"upgrade") => Known::Upgrade,
+        10 if is(b"connection") => Known::Connection,
+        10 if is(b"keep-alive") => Known::OtherHop,
+        14 if is(b"content-length") => Known::ContentLength,
+        15 if is(b"x-forwarded-for") => Known::XForwardedFor,
+        16 if is(b"proxy-connection") => Known::OtherHop,
+        17 if is(b"transfer-encoding") => Known::TransferEncoding,
+        _ => Known::Other,
+    }
 }

@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    has_bare_lf, is_hop_by_hop, list_items, parse_content_length, trim_ows, Field, Span, Version,
+    classify, has_bare_lf, list_items, parse_content_length, trim_ows, Field, Known, Span, Version,
     MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
@@ -236,8 +236,9 @@ pub fn parse_request(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        let mut hop = is_hop_by_hop(name);
-        if name.eq_ignore_ascii_case(b"host") {
+        let kind = classify(name);
+        let mut hop = kind.is_hop();
+        if kind == Known::Host {
             host_count += 1;
             if host_count > 1 {
                 return Err(Kind::BadRequest("duplicate Host"));
@@ -248,7 +249,7 @@ pub fn parse_request(
             }
             host_field = Some(Span::of(base, v));
             hop = true; // re-written from the parse
-        } else if name.eq_ignore_ascii_case(b"content-length") {
+        } else if kind == Known::ContentLength {
             let Some(n) = parse_content_length(value) else {
                 return Err(Kind::BadRequest("invalid Content-Length"));
             };
@@ -256,7 +257,7 @@ pub fn parse_request(
                 return Err(Kind::BadRequest("conflicting Content-Length"));
             }
             content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if kind == Known::TransferEncoding {
             te_count += 1;
             let v = trim_ows(value);
             if v.eq_ignore_ascii_case(b"chunked") {
@@ -274,7 +275,7 @@ pub fn parse_request(
                     Kind::UnsupportedCoding
                 });
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if kind == Known::Connection {
             for tok in list_items(value) {
                 if tok.eq_ignore_ascii_case(b"close") {
                     conn_close = true;
@@ -286,15 +287,15 @@ pub fn parse_request(
                     conn_named.push(tok);
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if kind == Known::Upgrade {
             upgrade_value = Some(Span::of(base, trim_ows(value)));
-        } else if name.eq_ignore_ascii_case(b"expect") {
+        } else if kind == Known::Expect {
             // RFC 9110 §10.1.1: ignored in HTTP/1.0.
             if version == Version::Http11 && trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             }
             hop = true; // the engine answers 100-continue itself
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        } else if kind == Known::XForwardedFor {
             if forwarded_for.is_some() {
                 // keep the first; write.rs folds every line into one list
             } else {
@@ -414,33 +415,42 @@ fn split_absolute(t: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((authority, &rest[end..]))
 }
 
-/// Characters allowed in a Host / authority: reg-name, IP-literal, port.
+/// Bytes allowed in a Host / authority: reg-name, IP-literal, port.
+static AUTHORITY: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// Characters allowed in a Host / authority (table lookup per byte).
 fn valid_authority(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+    !v.is_empty() && v.iter().all(|&b| AUTHORITY[b as usize])
 }
 
 #[cfg(test)]

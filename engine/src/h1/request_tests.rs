@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::h1::write::{write_request_head, OutFraming, RequestEdits};
 
 const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nHost: next.example\r\n\r\n";
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+const CLIENT: &str = "192.0.2.7";
 
 fn lim() -> RequestLimits {
     RequestLimits::default()
@@ -1233,7 +1233,7 @@ fn x_forwarded_for_appended() {
         Some("10.0.0.1, 10.0.0.2, 192.0.2.7")
     );
     let v6 = RequestEdits {
-        client_ip: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        client_ip: Some("::1"),
         ..Default::default()
     };
     let up = upstream(

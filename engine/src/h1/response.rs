@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    body::Decoder, has_bare_lf, is_hop_by_hop, list_items, parse_content_length, trim_ows, Field,
+    body::Decoder, classify, has_bare_lf, list_items, parse_content_length, trim_ows, Field, Known,
     Span, Version, MAX_HEADERS,
 };
 
@@ -130,7 +130,8 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        if name.eq_ignore_ascii_case(b"content-length") {
+        let kind = classify(name);
+        if kind == Known::ContentLength {
             let Some(v) = parse_content_length(value) else {
                 return Err("invalid Content-Length from upstream");
             };
@@ -138,13 +139,13 @@ pub fn parse_response(
                 return Err("conflicting Content-Length from upstream");
             }
             content_length = Some(v);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if kind == Known::TransferEncoding {
             te_seen = true;
             // the final coding decides; a later header line extends the list
             te_chunked_final = list_items(value)
                 .last()
                 .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if kind == Known::Connection {
             for tok in list_items(value) {
                 if tok.eq_ignore_ascii_case(b"close") {
                     conn_close = true;
@@ -156,13 +157,13 @@ pub fn parse_response(
                     conn_named_n += 1;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if kind == Known::Upgrade {
             upgrade = Some(Span::of(base, trim_ows(value)));
         }
         fields.push(Field {
             name: Span::of(base, name),
             value: Span::of(base, value),
-            hop: is_hop_by_hop(name),
+            hop: kind.is_hop(),
         });
     }
     if conn_named_n > 0 {

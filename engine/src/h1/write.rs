@@ -3,7 +3,6 @@
 //! parse, field by field with canonical `name: value\r\n` separators.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use bytes::BytesMut;
 
@@ -34,8 +33,9 @@ impl From<BodyFraming> for OutFraming {
 pub struct RequestEdits<'a> {
     /// Inserted into Host before any port (mirror `host_suffix`).
     pub host_suffix: &'a str,
-    /// Appended to X-Forwarded-For.
-    pub client_ip: Option<IpAddr>,
+    /// Appended to X-Forwarded-For (the client address, formatted once per
+    /// connection by the caller).
+    pub client_ip: Option<&'a str>,
     /// A header set to "1" (the mirror marker).
     pub marker: Option<&'a str>,
     /// Headers set (replacing any with the same name), names lowercase.
@@ -100,17 +100,19 @@ pub fn write_request_head(
     if !replaced(b"x-forwarded-for") {
         // Every X-Forwarded-For line, in order, as one list (RFC 9110 §5.3).
         let mut sep: &[u8] = b"x-forwarded-for: ";
-        for f in &head.fields {
-            let v = trim_ows(head.value(f));
-            if !v.is_empty() && head.name(f).eq_ignore_ascii_case(b"x-forwarded-for") {
-                out.extend_from_slice(sep);
-                out.extend_from_slice(v);
-                sep = b", ";
+        if head.forwarded_for.is_some() {
+            for f in &head.fields {
+                let v = trim_ows(head.value(f));
+                if !v.is_empty() && head.name(f).eq_ignore_ascii_case(b"x-forwarded-for") {
+                    out.extend_from_slice(sep);
+                    out.extend_from_slice(v);
+                    sep = b", ";
+                }
             }
         }
         if let Some(ip) = edits.client_ip {
             out.extend_from_slice(sep);
-            let _ = write!(out, "{ip}");
+            out.extend_from_slice(ip.as_bytes());
             sep = b", ";
         }
         if sep == b", " {
@@ -134,7 +136,9 @@ pub fn write_request_head(
             }
         }
         OutFraming::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -146,6 +150,22 @@ pub fn write_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Append the decimal form of `n` (no allocation, no formatter).
+#[inline]
+pub fn write_u64(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Host with `suffix` inserted before any port: "a.b:8080" -> "a.b-shadow:8080".
@@ -202,7 +222,9 @@ pub fn write_response_head(
     client: Version,
     keep_alive: bool,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(out, resp.status as u64);
+    out.extend_from_slice(b" ");
     out.extend_from_slice(resp.reason());
     out.extend_from_slice(b"\r\n");
     for f in &resp.fields {
@@ -218,12 +240,16 @@ pub fn write_response_head(
         ClientFraming::None => {
             if resp.status != 204 && !(100..200).contains(&resp.status) {
                 if let Some(n) = resp.content_length {
-                    let _ = write!(out, "content-length: {n}\r\n");
+                    out.extend_from_slice(b"content-length: ");
+                    write_u64(out, n);
+                    out.extend_from_slice(b"\r\n");
                 }
             }
         }
         ClientFraming::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         ClientFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ClientFraming::Close => {}

@@ -8,7 +8,6 @@
 
 use super::*;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::h1::write::{write_request_head, OutFraming, RequestEdits};
 

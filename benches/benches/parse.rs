@@ -11,7 +11,6 @@
 //!   cookie removed) into a reused `BytesMut`.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

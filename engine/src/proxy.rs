@@ -62,8 +62,17 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
     // Formatted once per connection for X-Forwarded-For.
     let peer_ip_text = client.peer_addr().ok().map(|a| a.ip().to_string());
     let peer_ip = peer_ip_text.as_deref();
-    let id = w.conn_id();
-    let fd = client.as_raw_fd();
+    let slot = w.register(client.as_raw_fd());
+    serve_requests(&w, &mut client, slot, peer_ip).await;
+    w.unregister(slot);
+}
+
+async fn serve_requests(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    slot: usize,
+    peer_ip: Option<&str>,
+) {
     let mut rbuf = RxBuf::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
@@ -83,7 +92,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                     if let Some(log) = st.access_log.as_ref() {
                         log.rejected_line(&rbuf, kind.status());
                     }
-                    reply_engine(&st, &mut client, &mut wbuf, kind, None, &st.stats.unrouted).await;
+                    reply_engine(&st, client, &mut wbuf, kind, None, &st.stats.unrouted).await;
                     return;
                 }
             }
@@ -95,7 +104,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
             if timeout.is_zero() {
                 reply_engine(
                     &st,
-                    &mut client,
+                    client,
                     &mut wbuf,
                     Kind::HeaderTimeout,
                     None,
@@ -109,11 +118,11 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                 if w.shared.is_draining() {
                     return;
                 }
-                w.mark_idle(id, fd);
+                w.set_idle(slot, true);
             }
-            let r = rbuf.read_from(&mut client).await;
+            let r = rbuf.read_from(client).await;
             if idle {
-                w.mark_busy(id);
+                w.set_idle(slot, false);
             }
             match r {
                 Ok(0) => return,
@@ -125,7 +134,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && !idle => {
                     reply_engine(
                         &st,
-                        &mut client,
+                        client,
                         &mut wbuf,
                         Kind::HeaderTimeout,
                         None,
@@ -138,7 +147,7 @@ pub async fn serve_conn(w: Rc<Worker>, mut client: TcpStream) {
             }
         };
         first = false;
-        match exchange(&w, &st, &mut client, &mut rbuf, &mut wbuf, head, peer_ip).await {
+        match exchange(w, &st, client, &mut rbuf, &mut wbuf, head, peer_ip).await {
             Next::KeepAlive if !w.shared.is_draining() => {}
             _ => return,
         }

@@ -4,7 +4,6 @@
 //! relaxed-loaded number per request.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -93,6 +92,13 @@ impl CoreState {
     }
 }
 
+/// A registered client connection.
+#[derive(Clone, Copy)]
+struct ConnSlot {
+    fd: RawFd,
+    idle: bool,
+}
+
 /// The executor-local root object.
 pub struct Worker {
     pub core: usize,
@@ -102,8 +108,10 @@ pub struct Worker {
     pub active: Cell<usize>,
     pub mirror_q: Rc<MirrorQueue>,
     /// Connections idle between requests, closed at once on drain.
-    idle_fds: RefCell<HashMap<u64, RawFd>>,
-    next_conn: Cell<u64>,
+    /// Slot per open connection: its fd and whether it idles between
+    /// requests. A free list recycles slots; marking is an index store.
+    conns: RefCell<Vec<ConnSlot>>,
+    free_slots: RefCell<Vec<usize>>,
     pub access_log: Option<Rc<AccessLogger>>,
     accept_stop: Notify,
     /// A response output buffer lent to one exchange at a time.
@@ -132,8 +140,8 @@ impl Worker {
             rng: Cell::new(seed | 1),
             active: Cell::new(0),
             mirror_q: Rc::new(MirrorQueue::new(queue_capacity)),
-            idle_fds: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(0),
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
             access_log,
             accept_stop: Notify::default(),
             spare_out: RefCell::new((bytes::BytesMut::with_capacity(16 * 1024),)),
@@ -163,16 +171,31 @@ impl Worker {
         ((t >> 64) ^ t) as u64
     }
 
-    pub fn conn_id(&self) -> u64 {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        id
+    /// Register a connection; returns its slot (release with `unregister`).
+    pub fn register(&self, fd: RawFd) -> usize {
+        let slot = ConnSlot { fd, idle: false };
+        let mut conns = self.conns.borrow_mut();
+        match self.free_slots.borrow_mut().pop() {
+            Some(i) => {
+                conns[i] = slot;
+                i
+            }
+            None => {
+                conns.push(slot);
+                conns.len() - 1
+            }
+        }
     }
-    pub fn mark_idle(&self, id: u64, fd: RawFd) {
-        self.idle_fds.borrow_mut().insert(id, fd);
+    pub fn unregister(&self, slot: usize) {
+        self.conns.borrow_mut()[slot] = ConnSlot {
+            fd: -1,
+            idle: false,
+        };
+        self.free_slots.borrow_mut().push(slot);
     }
-    pub fn mark_busy(&self, id: u64) {
-        self.idle_fds.borrow_mut().remove(&id);
+    #[inline]
+    pub fn set_idle(&self, slot: usize, idle: bool) {
+        self.conns.borrow_mut()[slot].idle = idle;
     }
 
     /// Serve until drained. `listener_fd` is this core's SO_REUSEPORT socket.
@@ -204,11 +227,17 @@ impl Worker {
         // Drain: close idle keep-alive connections, let in-flight ones finish.
         let deadline = Instant::now() + self.state().gen.config.server.drain_timeout;
         loop {
-            for (_, fd) in self.idle_fds.borrow_mut().drain() {
+            for c in self
+                .conns
+                .borrow_mut()
+                .iter_mut()
+                .filter(|c| c.idle && c.fd >= 0)
+            {
                 // SAFETY: the fd belongs to a live connection task on this
                 // executor (it unregisters before closing); shutdown only
                 // wakes its pending read with EOF.
-                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+                c.idle = false;
             }
             if self.active.get() == 0 || Instant::now() >= deadline {
                 break;

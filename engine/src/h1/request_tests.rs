@@ -8,7 +8,6 @@
 
 use super::*;
 
-
 use crate::h1::write::{write_request_head, OutFraming, RequestEdits};
 
 const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nHost: next.example\r\n\r\n";

@@ -60,7 +60,7 @@ pub fn render_table(v: &Value) -> String {
     }
     for r in &rows {
         let pairs = r["mismatch_pairs"].as_array().cloned().unwrap_or_default();
-        if pairs.is_empty() {
+        if pairs.is_empty() && num(r, &["body_mismatches"]) == 0.0 {
             continue;
         }
         let top: Vec<String> = pairs
@@ -84,15 +84,25 @@ pub fn render_table(v: &Value) -> String {
         );
         if let Some(recent) = r["recent_mismatches"].as_array() {
             for m in recent.iter().take(3) {
+                let shadow = match m["shadow_status"].as_u64() {
+                    Some(0) => "failed".to_string(),
+                    Some(s) => s.to_string(),
+                    None => "?".to_string(),
+                };
                 let _ = writeln!(
                     out,
-                    "    e.g. {} {}  primary {} in {:.2} ms, shadow {} in {:.2} ms",
+                    "    e.g. {} {}  primary {} in {:.2} ms, shadow {} in {:.2} ms{}",
                     m["method"].as_str().unwrap_or(""),
                     m["target"].as_str().unwrap_or(""),
                     m["primary_status"],
                     num(m, &["primary_ms"]),
-                    m["shadow_status"],
+                    shadow,
                     num(m, &["shadow_ms"]),
+                    if m["body_differs"].as_bool() == Some(true) {
+                        " (body differs)"
+                    } else {
+                        ""
+                    },
                 );
             }
         }

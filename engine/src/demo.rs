@@ -126,9 +126,16 @@ fn run_inner(
     cores: Option<usize>,
     requests: usize,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let v1 = TestServer::spawn(ServerConfig::new("v1", Mode::Fast))?;
-    let v2 = TestServer::spawn(ServerConfig::new("v2", Mode::Fast))?;
+    // Same 64-byte body everywhere, so compare_body flags only real differences
+    // (the shadow's 500s); `x-upstream` says who answered.
+    let mut v1_cfg = ServerConfig::new("v1", Mode::Fast);
+    v1_cfg.body_size = Some(64);
+    let mut v2_cfg = ServerConfig::new("v2", Mode::Fast);
+    v2_cfg.body_size = Some(64);
+    let v1 = TestServer::spawn(v1_cfg)?;
+    let v2 = TestServer::spawn(v2_cfg)?;
     let mut shadow_cfg = ServerConfig::new("test-v1", Mode::Fast);
+    shadow_cfg.body_size = Some(64);
     shadow_cfg.delay = Some(Duration::from_millis(3));
     shadow_cfg.fail_every = Some(10);
     let shadow = TestServer::spawn(shadow_cfg)?;

@@ -321,7 +321,8 @@ pub fn metrics(shared: &Shared) -> String {
     }
     out.push_str("# HELP shadowtee_mirror_requests_total Copies by outcome (shed: reason says why).\n# TYPE shadowtee_mirror_requests_total counter\n");
     let mut mirror_hists = Vec::new();
-    let mut compare_lines = String::new();
+    let (mut pairs_lines, mut sm_lines, mut bm_lines) =
+        (String::new(), String::new(), String::new());
     for (ri, r) in gen.config.routes.iter().enumerate() {
         for (mi, m) in r.mirrors.iter().enumerate() {
             let up = &gen.config.upstreams[m.upstream].name;
@@ -358,15 +359,15 @@ pub fn metrics(shared: &Shared) -> String {
                 );
             }
             let _ = writeln!(
-                compare_lines,
+                pairs_lines,
                 "shadowtee_compare_pairs_total{{{labels}}} {pairs}"
             );
             let _ = writeln!(
-                compare_lines,
+                sm_lines,
                 "shadowtee_compare_status_mismatches_total{{{labels}}} {sm}"
             );
             let _ = writeln!(
-                compare_lines,
+                bm_lines,
                 "shadowtee_compare_body_mismatches_total{{{labels}}} {bm}"
             );
             mirror_hists.push((labels, h));
@@ -377,9 +378,11 @@ pub fn metrics(shared: &Shared) -> String {
         write_hist(&mut out, "shadowtee_mirror_duration_seconds", labels, h);
     }
     out.push_str("# HELP shadowtee_compare_pairs_total Mirrored requests with both outcomes known.\n# TYPE shadowtee_compare_pairs_total counter\n");
+    out.push_str(&pairs_lines);
     out.push_str("# HELP shadowtee_compare_status_mismatches_total Pairs whose status codes differed.\n# TYPE shadowtee_compare_status_mismatches_total counter\n");
+    out.push_str(&sm_lines);
     out.push_str("# HELP shadowtee_compare_body_mismatches_total Pairs whose body digests differed (compare_body).\n# TYPE shadowtee_compare_body_mismatches_total counter\n");
-    out.push_str(&compare_lines);
+    out.push_str(&bm_lines);
     let open: u64 = gen
         .stats
         .iter()

@@ -79,7 +79,9 @@ impl Pair {
         c.shadow_codes.inc(s.status);
         c.primary_latency.record_us(p.us);
         c.shadow_latency.record_us(s.us);
-        let status_differs = p.status != s.status;
+        // A failed shadow (status 0) is counted as `failed`, not as a
+        // status that differed.
+        let status_differs = s.status != 0 && p.status != s.status;
         let mut body_differs = false;
         if let (Some(a), Some(b)) = (p.digest, s.digest) {
             c.body_compared.inc();

@@ -8,7 +8,7 @@
 //! engine rejected; reuse an upstream connection whose exchange did not
 //! complete cleanly; panic on network input.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::hash::Hasher;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -114,14 +114,17 @@ async fn serve_requests(
                 return;
             }
             let _ = client.set_read_timeout(Some(timeout));
-            if idle {
+            // Nothing of a request received yet (a new or keep-alive
+            // connection): a drain may close it at once.
+            let waiting = rbuf.is_empty();
+            if waiting {
                 if w.shared.is_draining() {
                     return;
                 }
                 w.set_idle(slot, true);
             }
             let r = rbuf.read_from(client).await;
-            if idle {
+            if waiting {
                 w.set_idle(slot, false);
             }
             match r {
@@ -166,10 +169,40 @@ async fn reply_engine(
     stats.codes.inc(kind.status());
     wbuf.clear();
     write_error_response(wbuf, kind.status(), kind.reason(), true);
-    let _ = client.write_all(wbuf).await;
+    let sent = client.write_all(wbuf).await.is_ok();
     wbuf.clear();
     if let (Some(log), Some((h, route))) = (st.access_log.as_ref(), head) {
         log.primary_line(h.method(), h.target(), kind.status(), 0, 0, route, "");
+    }
+    if sent {
+        linger_close(client).await;
+    }
+}
+
+/// Most time spent draining a closing connection's unread input.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes drained from a closing connection.
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Close gracefully after an engine answer while the client may still be
+/// sending (a rejected upload, an oversized head): send FIN, then read and
+/// discard input until the client closes, `LINGER_TIME` or `LINGER_BYTES`,
+/// so that the kernel does not answer the unread bytes with a reset that
+/// destroys the response before the client reads it (nginx's lingering close).
+async fn linger_close(client: &mut TcpStream) {
+    let _ = client.shutdown(std::net::Shutdown::Write).await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || client.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match futures_lite::AsyncReadExt::read(client, &mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
     }
 }
 
@@ -184,11 +217,12 @@ fn choose_mirrors(
     st: &CoreState,
     route_idx: usize,
     head: &RequestHead,
+    upgrade: bool,
     out: &mut [Option<Chosen>; MAX_MIRRORS],
 ) -> usize {
     let cfg = &st.gen.config;
     let route = &cfg.routes[route_idx];
-    if route.mirrors.is_empty() || head.upgrade.is_some() {
+    if route.mirrors.is_empty() || upgrade {
         return 0;
     }
     if let Some(marker) = &cfg.mirror.marker_header {
@@ -309,7 +343,7 @@ async fn exchange(
         crate::h1::list_items(v).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
     });
     let mut chosen: [Option<Chosen>; MAX_MIRRORS] = Default::default();
-    let n_chosen = choose_mirrors(w, st, ri, &head, &mut chosen);
+    let n_chosen = choose_mirrors(w, st, ri, &head, upgrade, &mut chosen);
 
     let di = if route.destinations.len() == 1 {
         0
@@ -325,11 +359,10 @@ async fn exchange(
     let mut up = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
-            let kind = if e.kind() == io::ErrorKind::TimedOut {
-                Kind::GatewayTimeout
-            } else {
-                Kind::BadGateway("primary unreachable")
-            };
+            // Refused or connect timeout: the primary is unreachable (502);
+            // 504 is for a primary that accepted but did not answer in time.
+            let _ = e;
+            let kind = Kind::BadGateway("primary unreachable");
             // A body-less request is complete: its copies are still due.
             let mut pairs = Vec::new();
             if n_chosen > 0 && !head.has_body() {
@@ -379,7 +412,10 @@ async fn exchange(
     };
     let server = &cfg.server;
     let _ = client.set_read_timeout(Some(server.idle_timeout));
-    let _ = up.stream.set_read_timeout(Some(pool.request_timeout));
+    // The primary's timeouts are kept by `forward_response` (the head's
+    // deadline starts only once the request is fully sent).
+    let _ = up.stream.set_read_timeout(None);
+    let upload_done: Cell<Option<Instant>> = Cell::new(None);
     let mut rx = std::mem::take(&mut w.spare_out.borrow_mut().0);
     rx.clear();
     let compare_body = n_chosen > 0
@@ -407,6 +443,7 @@ async fn exchange(
             wbuf,
             &mut decoder,
             &body_limits,
+            &upload_done,
         );
         let download = forward_response(
             &mut up_rd,
@@ -416,6 +453,7 @@ async fn exchange(
             &head,
             compare_body,
             &w.shared,
+            (&upload_done, pool.request_timeout),
         );
         let mut upload = std::pin::pin!(upload);
         let mut download = std::pin::pin!(download);
@@ -540,6 +578,7 @@ async fn upload_body<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     out: &mut BytesMut,
     decoder: &mut Decoder,
     limits: &BodyLimits,
+    done_at: &Cell<Option<Instant>>,
 ) -> Result<Uploaded, UploadError> {
     let mut done = Uploaded {
         body_len: 0,
@@ -605,7 +644,39 @@ async fn upload_body<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         out.clear();
     }
+    done_at.set(Some(Instant::now()));
     Ok(done)
+}
+
+/// Read more of the primary's response, within `request_timeout_ms`: for the
+/// head, counted from when the request was fully sent (an upload in progress
+/// never times the head out); for the body, per read.
+async fn read_primary<R: AsyncRead + Unpin>(
+    up: &mut R,
+    ubuf: &mut RxBuf,
+    sent_at: Option<&Cell<Option<Instant>>>,
+    timeout: Duration,
+) -> io::Result<usize> {
+    let timer = async {
+        match sent_at {
+            Some(sent) => loop {
+                match sent.get() {
+                    Some(t) => {
+                        let left = (t + timeout).saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        glommio::timer::sleep(left).await;
+                    }
+                    // Upload still running: look again later.
+                    None => glommio::timer::sleep(Duration::from_millis(100)).await,
+                }
+            },
+            None => glommio::timer::sleep(timeout).await,
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "primary timeout"))
+    };
+    futures_lite::future::or(ubuf.read_from(up), timer).await
 }
 
 /// What the primary's response came to.
@@ -641,6 +712,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     head: &RequestHead,
     hash: bool,
     shared: &crate::shared::Shared,
+    (sent_at, timeout): (&Cell<Option<Instant>>, Duration),
 ) -> Result<Downloaded, DownloadError> {
     let mut got_any = !ubuf.is_empty();
     let resp = loop {
@@ -650,7 +722,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             Ok(None) => {}
             Err(why) => return Err(DownloadError::BeforeHead(Kind::BadGateway(why))),
         }
-        match ubuf.read_from(up).await {
+        match read_primary(up, ubuf, Some(sent_at), timeout).await {
             Ok(0) if !got_any => return Err(DownloadError::Stale),
             Ok(0) => {
                 return Err(DownloadError::BeforeHead(Kind::BadGateway(
@@ -719,7 +791,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     }
                     out.clear();
                 }
-                match ubuf.read_from(up).await {
+                match read_primary(up, ubuf, None, timeout).await {
                     Ok(0) => {
                         if rdec.on_eof().is_err() {
                             return Err(DownloadError::AfterHead(status));
@@ -850,9 +922,9 @@ async fn finish_exchange(
     if matches!(down, Some(Err(DownloadError::Stale))) {
         if let Some(h) = &retry_head {
             if let Ok(mut fresh) = pool.connect().await {
-                let _ = fresh.stream.set_read_timeout(Some(pool.request_timeout));
                 if fresh.write_all(h).await.is_ok() {
                     up = fresh;
+                    let sent = Cell::new(Some(Instant::now()));
                     down = Some(
                         forward_response(
                             &mut up.stream,
@@ -862,6 +934,7 @@ async fn finish_exchange(
                             head,
                             compare_body,
                             &w.shared,
+                            (&sent, pool.request_timeout),
                         )
                         .await,
                     );
@@ -889,7 +962,21 @@ async fn finish_exchange(
             return next;
         }
         Some(Err(DownloadError::Upgrade(resp))) => {
-            if !upgrade {
+            let offered = |proto: &[u8]| {
+                let name = |t: &[u8]| {
+                    t.split(|&b| b == b'/')
+                        .next()
+                        .unwrap_or(t)
+                        .to_ascii_lowercase()
+                };
+                head.upgrade.is_some_and(|u| {
+                    crate::h1::list_items(u.get(&head.raw)).any(|t| name(t) == name(proto))
+                })
+            };
+            let chosen_ok = resp
+                .upgrade
+                .is_some_and(|u| crate::h1::list_items(u.get(&resp.raw)).all(offered));
+            if !upgrade || !chosen_ok {
                 let next = reply_soft(
                     st,
                     client,
@@ -944,6 +1031,10 @@ async fn finish_exchange(
     if outcome.keep_alive && uploaded.is_some() {
         Next::KeepAlive
     } else {
+        if uploaded.is_none() {
+            // The primary answered before the body was all read.
+            linger_close(client).await;
+        }
         Next::Close
     }
 }
@@ -970,7 +1061,7 @@ async fn reply_soft(
     route: &str,
     stats: &PrimaryStats,
 ) -> Next {
-    let keep = head.keep_alive && !head.has_body() && !kind.closes_connection();
+    let keep = head.keep_alive && !head.has_body() && !kind.closes_connection() && !st_draining(st);
     stats.codes.inc(kind.status());
     wbuf.clear();
     write_error_response(wbuf, kind.status(), kind.reason(), !keep);
@@ -982,6 +1073,9 @@ async fn reply_soft(
     if ok && keep {
         Next::KeepAlive
     } else {
+        if ok && head.has_body() {
+            linger_close(client).await;
+        }
         Next::Close
     }
 }
@@ -1052,4 +1146,9 @@ async fn tunnel(client: &mut TcpStream, rbuf: &mut RxBuf, mut up: UpConn, idle: 
             Got::Up(Err(_)) => return,
         }
     }
+}
+
+/// Whether the engine is draining (answers then say `connection: close`).
+fn st_draining(st: &CoreState) -> bool {
+    st.shared.is_draining()
 }

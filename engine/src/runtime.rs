@@ -78,6 +78,17 @@ pub fn pick_cpus(n: Option<usize>) -> Vec<usize> {
     (0..n).map(|i| avail[i % avail.len()]).collect()
 }
 
+/// SO_REUSEPORT would let us share a port another process is serving on:
+/// first make sure the address is free with an ordinary bind.
+fn probe_exclusive(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+}
+
 fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -105,22 +116,68 @@ fn memlock_limit() -> String {
     }
 }
 
+/// glommio refuses to start below this locked-memory limit (sys/uring.rs).
+const MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// Raise RLIMIT_MEMLOCK to what glommio needs when the hard limit (or root)
+/// allows it, so a default container limit (64 KiB) is not fatal.
+fn raise_memlock() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) != 0 || r.rlim_cur >= MIN_MEMLOCK {
+            return;
+        }
+        let want = 8 * MIN_MEMLOCK;
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: r.rlim_max.max(want),
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) != 0 && r.rlim_max > r.rlim_cur {
+            let soft = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &soft);
+        }
+    }
+}
+
 fn classify(core: usize, e: &glommio::GlommioError<()>) -> StartError {
     let detail = e.to_string();
+    if let glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(_, min)) = e
+    {
+        return StartError::Memlock {
+            detail: format!(
+                "glommio needs at least {} KiB of lockable memory",
+                min / 1024
+            ),
+            limit: memlock_limit(),
+        };
+    }
     let io_err: Option<i32> = match e {
         glommio::GlommioError::IoError(io) => io.raw_os_error(),
         _ => None,
     };
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(false);
     match io_err {
-        Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES)
-            if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-                .map(|s| s.trim() != "0")
-                .unwrap_or(io_err == Some(libc::ENOSYS)) =>
-        {
-            StartError::NoIoUring { detail }
-        }
         Some(libc::ENOSYS) => StartError::NoIoUring { detail },
-        Some(libc::ENOMEM) | Some(libc::EPERM) => StartError::Memlock {
+        Some(libc::EPERM) | Some(libc::EACCES) if disabled => StartError::NoIoUring {
+            detail: format!("{detail}; kernel.io_uring_disabled is set"),
+        },
+        Some(libc::EPERM) | Some(libc::EACCES) => StartError::NoIoUring {
+            detail: format!("{detail}; io_uring_setup was refused (a seccomp profile, e.g. a container runtime's default, may block it)"),
+        },
+        Some(libc::ENOMEM) => StartError::Memlock {
+            detail,
+            limit: memlock_limit(),
+        },
+        _ if detail.contains("MemLock") => StartError::Memlock {
             detail,
             limit: memlock_limit(),
         },
@@ -135,6 +192,11 @@ pub fn start(
     cores_override: Option<usize>,
 ) -> Result<Running, StartError> {
     let cpus = pick_cpus(cores_override.or(config.server.cores.map(|c| c.get())));
+    raise_memlock();
+    probe_exclusive(config.server.listen).map_err(|source| StartError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
     let first = bind_reuseport(config.server.listen).map_err(|source| StartError::Listen {
         addr: config.server.listen,
         source,

@@ -24,6 +24,7 @@ const MIRROR_SHARES: usize = 50;
 /// Per-core tables derived from one config generation.
 pub struct CoreState {
     pub gen: Arc<Generation>,
+    pub shared: Arc<Shared>,
     pub stats: Arc<CoreStats>,
     /// Primary pools, by upstream index.
     pub pools: Vec<Pool>,
@@ -39,7 +40,12 @@ pub struct CoreState {
 }
 
 impl CoreState {
-    fn build(gen: Arc<Generation>, core: usize, access_log: Option<Rc<AccessLogger>>) -> Self {
+    fn build(
+        gen: Arc<Generation>,
+        shared: Arc<Shared>,
+        core: usize,
+        access_log: Option<Rc<AccessLogger>>,
+    ) -> Self {
         let cfg = &gen.config;
         let pools = cfg
             .upstreams
@@ -77,6 +83,7 @@ impl CoreState {
             .collect();
         CoreState {
             stats: gen.stats[core].clone(),
+            shared,
             mirror_inflight: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
             lanes: cfg
                 .upstreams
@@ -126,7 +133,7 @@ impl Worker {
             gen.stats[core].access_log_dropped.clone(),
         );
         let queue_capacity = gen.config.mirror.queue_capacity;
-        let state = CoreState::build(gen, core, access_log.clone());
+        let state = CoreState::build(gen, shared.clone(), core, access_log.clone());
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -157,7 +164,12 @@ impl Worker {
             return cur;
         }
         let gen = self.shared.current();
-        let next = Rc::new(CoreState::build(gen, self.core, self.access_log.clone()));
+        let next = Rc::new(CoreState::build(
+            gen,
+            self.shared.clone(),
+            self.core,
+            self.access_log.clone(),
+        ));
         *self.state.borrow_mut() = next.clone();
         next
     }

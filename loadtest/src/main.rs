@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use loadtest::run::{parse_header, RunConfig, Target};
-use loadtest::scenario::TeeArgs;
+use loadtest::scenario::{parse_rows, TeeArgs};
 use loadtest::serve::{parse_mode, ServeArgs};
 use loadtest::{parse_cpus, parse_duration};
 
@@ -98,7 +98,7 @@ struct ServeCli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// Direct vs shadowtee (no/healthy/hung mirror) vs nginx (no/healthy/hung mirror).
+    /// Direct vs shadowtee (no/healthy/hung mirror, compare_body) vs nginx (no/healthy/hung mirror).
     Tee {
         /// Measured time per row.
         #[arg(long, default_value = "10s")]
@@ -115,6 +115,12 @@ enum Scenario {
         /// The shadowtee binary (default: `shadowtee` next to this executable).
         #[arg(long)]
         shadowtee: Option<PathBuf>,
+        /// Run the row sequence N times, interleaved; report per-row medians.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Rows to run, e.g. a,b,c,h (default: all, a-h).
+        #[arg(long)]
+        rows: Option<String>,
         /// Print one JSON object instead of the markdown table.
         #[arg(long)]
         json: bool,
@@ -135,6 +141,8 @@ fn main() -> ExitCode {
                     load_cpu,
                     install_peers,
                     shadowtee,
+                    repeat,
+                    rows,
                     json,
                 },
         } => (|| {
@@ -145,6 +153,12 @@ fn main() -> ExitCode {
                 load_cpu,
                 install_peers,
                 shadowtee,
+                repeat: repeat as usize,
+                rows: rows
+                    .as_deref()
+                    .map(parse_rows)
+                    .transpose()?
+                    .unwrap_or_default(),
             };
             let res = loadtest::scenario::tee(&args)?;
             if json {

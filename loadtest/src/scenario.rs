@@ -6,13 +6,19 @@
 //! this process, pinned to the load CPU. Every child is stopped by a guard
 //! ([`Proc`]) on success, error or panic: SIGTERM, a bounded wait, SIGKILL.
 //!
-//! Rows: (a) upstream direct, (b) shadowtee no mirror, (c) shadowtee 100%
-//! mirror to a healthy shadow, (d) shadowtee mirror to a hung shadow,
-//! (e) nginx plain proxy, (f) nginx `mirror` to the healthy shadow,
-//! (g) nginx `mirror` to the hung shadow. A row is: warm-up (not counted),
-//! then `duration` of closed-loop load; the proxy's CPU cost is the
-//! utime+stime delta of its process(es) over the measured window divided by
-//! the requests completed in it.
+//! Rows ([`ROWS`]): (a) upstream direct, (b) shadowtee no mirror,
+//! (c) shadowtee 100% mirror to a healthy shadow, (d) shadowtee mirror to a
+//! hung shadow, (h) as (c) with `compare_body = true`, (e) nginx plain proxy,
+//! (f) nginx `mirror` to the healthy shadow, (g) nginx `mirror` to the hung
+//! shadow. A run of a row is: start its proxy, warm-up (not counted), then
+//! `duration` of closed-loop load, stop the proxy; the proxy's CPU cost is
+//! the utime+stime delta of its process(es) over the measured window divided
+//! by the requests completed in it.
+//!
+//! With `repeat` N the selected rows run N times, interleaved (a,b,c,...,
+//! a,b,c,...), so slow drift of a noisy host hits every row alike; each row
+//! reports the median of its runs (req/s, p50, p99, CPU/req, each taken
+//! separately) and the ratios are computed from those medians.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,48 +51,284 @@ pub struct TeeArgs {
     pub install_peers: bool,
     /// The shadowtee binary; `None`: `shadowtee` next to the running executable.
     pub shadowtee: Option<PathBuf>,
+    /// Times the row sequence is run (interleaved); at least 1.
+    pub repeat: usize,
+    /// Keys of the rows to run, in [`ROWS`] order (see [`parse_rows`]);
+    /// empty: all.
+    pub rows: Vec<char>,
 }
 
 impl TeeArgs {
     fn warmup(&self) -> Duration {
         (self.duration / 5).min(Duration::from_secs(1))
     }
+
+    fn selected(&self) -> Vec<&'static RowSpec> {
+        ROWS.iter()
+            .filter(|r| self.rows.is_empty() || self.rows.contains(&r.key))
+            .collect()
+    }
 }
 
-/// One row of the comparison.
-#[derive(Clone, Debug)]
-pub struct Row {
+/// What a row puts between the load generator and the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proxy {
+    Direct,
+    Shadowtee { compare_body: bool },
+    Nginx,
+}
+
+/// Which shadow a row mirrors to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shadow {
+    None,
+    Healthy,
+    Hung,
+}
+
+/// One row of the comparison, before it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct RowSpec {
     pub key: char,
     pub setup: &'static str,
-    /// Why the row did not run.
-    pub skipped: Option<String>,
-    pub report: Option<Report>,
+    pub proxy: Proxy,
+    pub shadow: Shadow,
+}
+
+/// Every row, in table (and run) order. The letters are stable: (h) came
+/// later than (e)-(g) and keeps its letter; it sits next to (c), which it is
+/// compared with.
+pub const ROWS: [RowSpec; 8] = [
+    RowSpec {
+        key: 'a',
+        setup: "upstream direct",
+        proxy: Proxy::Direct,
+        shadow: Shadow::None,
+    },
+    RowSpec {
+        key: 'b',
+        setup: "shadowtee, no mirror",
+        proxy: Proxy::Shadowtee {
+            compare_body: false,
+        },
+        shadow: Shadow::None,
+    },
+    RowSpec {
+        key: 'c',
+        setup: "shadowtee, 100% mirror, healthy shadow",
+        proxy: Proxy::Shadowtee {
+            compare_body: false,
+        },
+        shadow: Shadow::Healthy,
+    },
+    RowSpec {
+        key: 'd',
+        setup: "shadowtee, 100% mirror, hung shadow",
+        proxy: Proxy::Shadowtee {
+            compare_body: false,
+        },
+        shadow: Shadow::Hung,
+    },
+    RowSpec {
+        key: 'h',
+        setup: "shadowtee, 100% mirror, healthy shadow, compare_body = true",
+        proxy: Proxy::Shadowtee { compare_body: true },
+        shadow: Shadow::Healthy,
+    },
+    RowSpec {
+        key: 'e',
+        setup: "nginx, plain proxy",
+        proxy: Proxy::Nginx,
+        shadow: Shadow::None,
+    },
+    RowSpec {
+        key: 'f',
+        setup: "nginx, mirror, healthy shadow",
+        proxy: Proxy::Nginx,
+        shadow: Shadow::Healthy,
+    },
+    RowSpec {
+        key: 'g',
+        setup: "nginx, mirror, hung shadow",
+        proxy: Proxy::Nginx,
+        shadow: Shadow::Hung,
+    },
+];
+
+/// Parse `--rows`: row letters separated by commas (`a,b,c,h`); the result
+/// is in [`ROWS`] order without duplicates. Unknown letters are an error.
+pub fn parse_rows(s: &str) -> Result<Vec<char>> {
+    let known: String = ROWS.iter().map(|r| r.key).collect();
+    let mut want = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut chars = part.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if known.contains(c.to_ascii_lowercase()) => {
+                want.push(c.to_ascii_lowercase());
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "bad row {part:?} in --rows {s:?} (rows are single letters out of {known}, e.g. a,b,c,h)"
+                )))
+            }
+        }
+    }
+    if want.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--rows {s:?} names no row (rows: {known})"
+        )));
+    }
+    Ok(ROWS
+        .iter()
+        .map(|r| r.key)
+        .filter(|k| want.contains(k))
+        .collect())
+}
+
+/// One measured run of a row.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub report: Report,
     /// Proxy CPU per request, microseconds (utime+stime / requests).
     pub cpu_us_per_req: Option<f64>,
     /// Requests the row's shadow upstream received during the measured window.
     pub shadow_received: Option<u64>,
-    /// shadowtee's own mirror outcomes `[completed, failed, shed]` during the
-    /// measured window, from `/metrics`.
-    pub mirror_outcomes: Option<[u64; 3]>,
+    /// shadowtee's own mirror counters during the measured window, from
+    /// `/metrics`.
+    pub mirror: Option<MirrorCounters>,
+}
+
+/// shadowtee's mirror and comparison counters (summed over routes and
+/// shadows), or their change over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorCounters {
+    pub completed: u64,
+    pub failed: u64,
+    pub shed: u64,
+    /// `shadowtee_compare_pairs_total`.
+    pub compare_pairs: u64,
+    /// `shadowtee_compare_body_mismatches_total`.
+    pub body_mismatches: u64,
+}
+
+impl MirrorCounters {
+    fn delta(after: MirrorCounters, before: MirrorCounters) -> MirrorCounters {
+        MirrorCounters {
+            completed: after.completed.saturating_sub(before.completed),
+            failed: after.failed.saturating_sub(before.failed),
+            shed: after.shed.saturating_sub(before.shed),
+            compare_pairs: after.compare_pairs.saturating_sub(before.compare_pairs),
+            body_mismatches: after.body_mismatches.saturating_sub(before.body_mismatches),
+        }
+    }
+    fn add(self, o: MirrorCounters) -> MirrorCounters {
+        MirrorCounters {
+            completed: self.completed + o.completed,
+            failed: self.failed + o.failed,
+            shed: self.shed + o.shed,
+            compare_pairs: self.compare_pairs + o.compare_pairs,
+            body_mismatches: self.body_mismatches + o.body_mismatches,
+        }
+    }
+}
+
+/// One row of the comparison: its runs and what went wrong.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub key: char,
+    pub setup: &'static str,
+    pub proxy: Proxy,
+    /// Why the row has no result (no run succeeded).
+    pub skipped: Option<String>,
+    /// Errors of the runs that failed (a row with some successful runs is
+    /// still reported, from those).
+    pub failures: Vec<String>,
+    /// The successful runs, in order.
+    pub samples: Vec<Sample>,
+}
+
+/// Median of the values (mean of the middle two for an even count); `None`
+/// for none.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 impl Row {
-    fn new(key: char, setup: &'static str) -> Row {
+    fn new(spec: &RowSpec) -> Row {
         Row {
-            key,
-            setup,
+            key: spec.key,
+            setup: spec.setup,
+            proxy: spec.proxy,
             skipped: None,
-            report: None,
-            cpu_us_per_req: None,
-            shadow_received: None,
-            mirror_outcomes: None,
+            failures: Vec::new(),
+            samples: Vec::new(),
         }
     }
-    fn rps(&self) -> Option<f64> {
-        self.report.as_ref().map(Report::requests_per_sec)
+    fn has_result(&self) -> bool {
+        !self.samples.is_empty()
     }
-    fn p99(&self) -> Option<f64> {
-        self.report.as_ref().map(|r| r.latency_us(0.99))
+    fn median_of(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        median(self.samples.iter().filter_map(f).collect())
+    }
+    /// Median requests/s over the runs.
+    pub fn rps(&self) -> Option<f64> {
+        self.median_of(|s| Some(s.report.requests_per_sec()))
+    }
+    /// Median p50 latency over the runs, microseconds.
+    pub fn p50(&self) -> Option<f64> {
+        self.median_of(|s| Some(s.report.latency_us(0.5)))
+    }
+    /// Median p99 latency over the runs, microseconds.
+    pub fn p99(&self) -> Option<f64> {
+        self.median_of(|s| Some(s.report.latency_us(0.99)))
+    }
+    /// Median proxy CPU per request over the runs, microseconds.
+    pub fn cpu_us_per_req(&self) -> Option<f64> {
+        self.median_of(|s| s.cpu_us_per_req)
+    }
+    /// Lowest and highest requests/s over the runs.
+    pub fn rps_range(&self) -> Option<(f64, f64)> {
+        let v = self.samples.iter().map(|s| s.report.requests_per_sec());
+        let lo = v.clone().reduce(f64::min)?;
+        let hi = v.reduce(f64::max)?;
+        Some((lo, hi))
+    }
+    fn errors(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|s| s.report.stats.errors.total())
+            .sum()
+    }
+    fn non_2xx(&self) -> u64 {
+        self.samples.iter().map(|s| s.report.stats.non_2xx).sum()
+    }
+    fn shadow_received(&self) -> Option<u64> {
+        self.samples.iter().map(|s| s.shadow_received).sum()
+    }
+    fn mirror(&self) -> Option<MirrorCounters> {
+        self.samples
+            .iter()
+            .map(|s| s.mirror)
+            .try_fold(MirrorCounters::default(), |acc, m| Some(acc.add(m?)))
+    }
+    /// The run whose throughput is the (lower) median one.
+    fn median_sample(&self) -> Option<&Sample> {
+        let mut v: Vec<&Sample> = self.samples.iter().collect();
+        v.sort_by(|a, b| {
+            a.report
+                .requests_per_sec()
+                .total_cmp(&b.report.requests_per_sec())
+        });
+        v.get(v.len().saturating_sub(1) / 2).copied()
     }
 }
 
@@ -299,7 +541,7 @@ fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
-fn shadowtee_config(primary: SocketAddr, shadow: Option<SocketAddr>) -> String {
+fn shadowtee_config(primary: SocketAddr, shadow: Option<SocketAddr>, compare_body: bool) -> String {
     let mut c = format!(
         r#"# written by `loadtest scenario tee`
 [server]
@@ -328,6 +570,9 @@ endpoints = ["{primary}"]
     c.push_str("\n[[routes]]\nname = \"default\"\n[[routes.destinations]]\nupstream = \"primary\"\nweight = 100\n");
     if shadow.is_some() {
         c.push_str("[[routes.mirrors]]\nupstream = \"shadow\"\npercent = 100.0\n");
+        if compare_body {
+            c.push_str("compare_body = true\n");
+        }
     }
     c
 }
@@ -496,41 +741,50 @@ fn start_nginx(
     Ok(p)
 }
 
-/// Sum `shadowtee_mirror_requests_total` by outcome from `/metrics`:
-/// `[completed, failed, shed]`.
-fn mirror_outcomes(admin: SocketAddr) -> Option<[u64; 3]> {
+/// Sum `shadowtee_mirror_requests_total` by outcome, and the comparison
+/// counters, from `/metrics`.
+fn mirror_counters(admin: SocketAddr) -> Option<MirrorCounters> {
     let (status, body) = http_get(admin, "/metrics").ok()?;
     if status != 200 {
         return None;
     }
-    let (mut completed, mut failed, mut shed) = (0f64, 0f64, 0f64);
-    for line in body
-        .lines()
-        .filter(|l| l.starts_with("shadowtee_mirror_requests_total{"))
-    {
-        let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
-        if line.contains("outcome=\"completed\"") {
-            completed += value;
-        } else if line.contains("outcome=\"failed\"") {
-            failed += value;
-        } else if line.contains("outcome=\"shed\"") {
-            shed += value;
-        }
-    }
-    Some([completed as u64, failed as u64, shed as u64])
+    parse_mirror_counters(&body)
 }
 
-/// Warm up (not counted), then measure one row. CPU time, the shadow's
-/// request count and shadowtee's mirror counters (`admin`) are read before
-/// and after the measured window only.
+fn parse_mirror_counters(body: &str) -> Option<MirrorCounters> {
+    let mut m = MirrorCounters::default();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, _)) = line.split_once('{') else {
+            continue;
+        };
+        let slot = match name {
+            "shadowtee_mirror_requests_total" if line.contains("outcome=\"completed\"") => {
+                &mut m.completed
+            }
+            "shadowtee_mirror_requests_total" if line.contains("outcome=\"failed\"") => {
+                &mut m.failed
+            }
+            "shadowtee_mirror_requests_total" if line.contains("outcome=\"shed\"") => &mut m.shed,
+            "shadowtee_compare_pairs_total" => &mut m.compare_pairs,
+            "shadowtee_compare_body_mismatches_total" => &mut m.body_mismatches,
+            _ => continue,
+        };
+        let value: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        *slot += value as u64;
+    }
+    Some(m)
+}
+
+/// Warm up (not counted), then measure one run of a row. CPU time, the
+/// shadow's request count and shadowtee's mirror counters (`admin`) are read
+/// before and after the measured window only.
 fn measure(
     args: &TeeArgs,
     target: SocketAddr,
     proxy: Option<&Proc>,
     shadow: Option<&TestServer>,
     admin: Option<SocketAddr>,
-    row: &mut Row,
-) -> Result<()> {
+) -> Result<Sample> {
     let base = |d: Duration| {
         let mut c = RunConfig::new(Target::from_addr(target, "/"));
         c.connections = args.connections;
@@ -544,25 +798,29 @@ fn measure(
     }
     let pids = proxy.map(Proc::pids).unwrap_or_default();
     // Scrapes cost proxy CPU: they stay outside the CPU window.
-    let before_mirror = admin.and_then(mirror_outcomes);
+    let before_mirror = admin.and_then(mirror_counters);
     let before_shadow = shadow.map(TestServer::count);
     let before_cpu = cpu_ticks(&pids);
     let report = run::run(&base(args.duration))?;
     let after_cpu = cpu_ticks(&pids);
-    let after_mirror = admin.and_then(mirror_outcomes);
-    row.mirror_outcomes = before_mirror
+    let after_mirror = admin.and_then(mirror_counters);
+    let mirror = before_mirror
         .zip(after_mirror)
-        .map(|(b, a)| [0, 1, 2].map(|i| a[i].saturating_sub(b[i])));
-    row.shadow_received = shadow
+        .map(|(b, a)| MirrorCounters::delta(a, b));
+    let shadow_received = shadow
         .map(TestServer::count)
         .zip(before_shadow)
         .map(|(a, b)| a.saturating_sub(b) as u64);
-    if proxy.is_some() && report.stats.requests > 0 {
+    let cpu_us_per_req = (proxy.is_some() && report.stats.requests > 0).then(|| {
         let secs = after_cpu.saturating_sub(before_cpu) as f64 / clock_ticks_per_sec();
-        row.cpu_us_per_req = Some(secs * 1e6 / report.stats.requests as f64);
-    }
-    row.report = Some(report);
-    Ok(())
+        secs * 1e6 / report.stats.requests as f64
+    });
+    Ok(Sample {
+        report,
+        cpu_us_per_req,
+        shadow_received,
+        mirror,
+    })
 }
 
 fn environment(nginx: Option<&Path>) -> Vec<String> {
@@ -634,78 +892,73 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
     let healthy = upstream("shadow", Mode::Fast)?;
     let hung = upstream("hung", Mode::Hung)?;
 
-    let mut rows = Vec::new();
-    let total = 7;
-    let progress = |key: char, setup: &str| eprintln!("loadtest: row ({key})/{total}: {setup}");
-
-    // (a) upstream direct
-    let mut a = Row::new('a', "upstream direct");
-    progress(a.key, a.setup);
-    if let Err(e) = measure(args, primary.addr, None, None, None, &mut a) {
-        a.skipped = Some(e.to_string());
-    }
-    rows.push(a);
-
-    // (b)-(d) shadowtee
-    let st_rows: [(char, &'static str, Option<&TestServer>); 3] = [
-        ('b', "shadowtee, no mirror", None),
-        (
-            'c',
-            "shadowtee, 100% mirror, healthy shadow",
-            Some(&healthy),
-        ),
-        ('d', "shadowtee, 100% mirror, hung shadow", Some(&hung)),
-    ];
-    for (key, setup, shadow) in st_rows {
-        let mut row = Row::new(key, setup);
-        progress(key, setup);
-        let config = shadowtee_config(primary.addr, shadow.map(|s| s.addr));
-        let r = start_shadowtee(&shadowtee_bin, &dir.0, key, args.proxy_cpu, &config).and_then(
-            |(mut p, listen, admin)| {
-                wait_ready(listen, &mut p)?;
-                let admin = if shadow.is_some() { admin } else { None };
-                measure(args, listen, Some(&p), shadow, admin, &mut row)
-            },
-        );
-        if let Err(e) = r {
-            row.skipped = Some(e.to_string());
-            row.report = None;
-        }
-        rows.push(row);
-    }
-
-    // (e)-(g) nginx
-    let ng_rows: [(char, &'static str, Option<&TestServer>); 3] = [
-        ('e', "nginx, plain proxy", None),
-        ('f', "nginx, mirror, healthy shadow", Some(&healthy)),
-        ('g', "nginx, mirror, hung shadow", Some(&hung)),
-    ];
-    for (key, setup, shadow) in ng_rows {
-        let mut row = Row::new(key, setup);
-        progress(key, setup);
-        let Some(nginx_bin) = nginx.as_deref() else {
-            row.skipped = Some("nginx not installed (use --install-peers)".into());
-            rows.push(row);
-            continue;
-        };
-        let r = free_port().and_then(|port| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let conf = nginx_config(
-                &dir.0,
-                key,
-                port,
-                args.proxy_cpu,
-                primary.addr,
-                shadow.map(|s| s.addr),
+    let specs = args.selected();
+    let mut rows: Vec<Row> = specs.iter().map(|s| Row::new(s)).collect();
+    let repeat = args.repeat.max(1);
+    for rep in 1..=repeat {
+        for (i, (spec, row)) in specs.iter().zip(rows.iter_mut()).enumerate() {
+            eprintln!(
+                "loadtest: run {rep}/{repeat}, row ({}) [{}/{}]: {}",
+                spec.key,
+                i + 1,
+                specs.len(),
+                spec.setup
             );
-            let p = start_nginx(nginx_bin, &dir.0, key, args.proxy_cpu, &conf, addr)?;
-            measure(args, addr, Some(&p), shadow, None, &mut row)
-        });
-        if let Err(e) = r {
-            row.skipped = Some(e.to_string());
-            row.report = None;
+            let shadow = match spec.shadow {
+                Shadow::None => None,
+                Shadow::Healthy => Some(&healthy),
+                Shadow::Hung => Some(&hung),
+            };
+            let r = match spec.proxy {
+                Proxy::Direct => measure(args, primary.addr, None, None, None),
+                Proxy::Shadowtee { compare_body } => {
+                    let config =
+                        shadowtee_config(primary.addr, shadow.map(|s| s.addr), compare_body);
+                    start_shadowtee(&shadowtee_bin, &dir.0, spec.key, args.proxy_cpu, &config)
+                        .and_then(|(mut p, listen, admin)| {
+                            wait_ready(listen, &mut p)?;
+                            let admin = if shadow.is_some() { admin } else { None };
+                            measure(args, listen, Some(&p), shadow, admin)
+                        })
+                }
+                Proxy::Nginx => match nginx.as_deref() {
+                    None => Err(Error::Invalid(
+                        "nginx not installed (use --install-peers)".into(),
+                    )),
+                    Some(nginx_bin) => free_port().and_then(|port| {
+                        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                        let conf = nginx_config(
+                            &dir.0,
+                            spec.key,
+                            port,
+                            args.proxy_cpu,
+                            primary.addr,
+                            shadow.map(|s| s.addr),
+                        );
+                        let p =
+                            start_nginx(nginx_bin, &dir.0, spec.key, args.proxy_cpu, &conf, addr)?;
+                        measure(args, addr, Some(&p), shadow, None)
+                    }),
+                },
+            };
+            match r {
+                Ok(sample) => row.samples.push(sample),
+                Err(e) => {
+                    eprintln!("loadtest: row ({}) run {rep} failed: {e}", spec.key);
+                    row.failures.push(e.to_string());
+                }
+            }
         }
-        rows.push(row);
+    }
+    for row in &mut rows {
+        if !row.has_result() {
+            row.skipped = Some(
+                row.failures
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "not run".into()),
+            );
+        }
     }
 
     primary.stop();
@@ -720,12 +973,11 @@ pub fn tee(args: &TeeArgs) -> Result<TeeResult> {
 
 impl TeeResult {
     fn row(&self, key: char) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.key == key && r.report.is_some())
+        self.rows.iter().find(|r| r.key == key && r.has_result())
     }
 
-    /// (label, value) pairs; a ratio whose rows did not run is absent.
+    /// (label, value) pairs, from the rows' medians; a ratio whose rows did
+    /// not run is absent.
     pub fn ratios(&self) -> Vec<(String, f64)> {
         let mut out = Vec::new();
         let mut pair = |label: &str, x: char, y: char, f: fn(&Row) -> Option<f64>| {
@@ -739,22 +991,38 @@ impl TeeResult {
             pair("throughput", x, y, Row::rps);
             pair("p99", x, y, Row::p99);
         }
-        pair("CPU/req", 'c', 'e', |r| r.cpu_us_per_req);
+        pair("CPU/req", 'c', 'e', Row::cpu_us_per_req);
         pair("throughput", 'c', 'f', Row::rps);
+        pair("throughput", 'h', 'c', Row::rps);
+        pair("CPU/req", 'h', 'c', Row::cpu_us_per_req);
         out
+    }
+
+    fn repeat(&self) -> usize {
+        self.args.repeat.max(1)
     }
 
     /// A markdown section ready to paste into BENCHMARKS.md.
     pub fn render_markdown(&self) -> String {
         let a = &self.args;
+        let n = self.repeat();
+        let multi = n > 1;
         let mut o = String::new();
         let _ = writeln!(
             o,
             "### shadowtee tee comparison (`loadtest scenario tee`)\n"
         );
+        let runs = if multi {
+            format!(
+                "; {n} interleaved runs of the row sequence, each row's req/s, p50, p99 and CPU/req \
+                 the median of its runs (errors, non-2xx, shadow and mirror counts: totals over the runs)"
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "{} keep-alive connections, closed loop, {:.0}s per row after {:.1}s warm-up; \
+            "{} keep-alive connections, closed loop, {:.0}s per row after {:.1}s warm-up{runs}; \
              proxy on CPU {}, load generator and upstreams on CPU {}; mirror.max_inflight {}, \
              mirror timeout {} ms. {}.\n",
             a.connections,
@@ -766,42 +1034,79 @@ impl TeeResult {
             MIRROR_TIMEOUT_MS,
             self.environment.join("; ")
         );
+        let (range_head, range_rule) = if multi {
+            (" req/s min–max |", " ---: |")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             o,
-            "| row | setup | req/s | p50 | p99 | errors | non-2xx | proxy CPU µs/req | shadow got | mirror done/failed/shed |"
+            "| row | setup | req/s |{range_head} p50 | p99 | errors | non-2xx | proxy CPU µs/req | shadow got | mirror done/failed/shed |"
         );
         let _ = writeln!(
             o,
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | --- | ---: |{range_rule} ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         );
+        let mut notes = Vec::new();
         for r in &self.rows {
-            match &r.report {
-                Some(rep) => {
-                    let _ = writeln!(
-                        o,
-                        "| ({}) | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
-                        r.key,
-                        r.setup,
-                        rep.requests_per_sec(),
-                        fmt_us(rep.latency_us(0.5)),
-                        fmt_us(rep.latency_us(0.99)),
-                        rep.stats.errors.total(),
-                        rep.stats.non_2xx,
-                        r.cpu_us_per_req.map_or("-".into(), |c| format!("{c:.1}")),
-                        r.shadow_received.map_or("-".into(), |c| c.to_string()),
-                        r.mirror_outcomes
-                            .map_or("-".into(), |[c, f, s]| format!("{c}/{f}/{s}")),
-                    );
-                }
-                None => {
-                    let why = r.skipped.as_deref().unwrap_or("not run").replace('\n', " ");
-                    let _ = writeln!(
-                        o,
-                        "| ({}) | {} | skipped: {} | | | | | | | |",
-                        r.key, r.setup, why
-                    );
+            if !r.has_result() {
+                let why = r.skipped.as_deref().unwrap_or("not run").replace('\n', " ");
+                let blank = if multi { " |" } else { "" };
+                let _ = writeln!(
+                    o,
+                    "| ({}) | {} | skipped: {} |{blank} | | | | | | |",
+                    r.key, r.setup, why
+                );
+                continue;
+            }
+            let range = match r.rps_range() {
+                Some((lo, hi)) if multi => format!(" {lo:.0}–{hi:.0} |"),
+                _ if multi => " - |".into(),
+                _ => String::new(),
+            };
+            let mirror = r.mirror();
+            let _ = writeln!(
+                o,
+                "| ({}) | {} | {:.0} |{range} {} | {} | {} | {} | {} | {} | {} |",
+                r.key,
+                r.setup,
+                r.rps().unwrap_or(0.0),
+                fmt_us(r.p50().unwrap_or(0.0)),
+                fmt_us(r.p99().unwrap_or(0.0)),
+                r.errors(),
+                r.non_2xx(),
+                r.cpu_us_per_req().map_or("-".into(), |c| format!("{c:.1}")),
+                r.shadow_received().map_or("-".into(), |c| c.to_string()),
+                mirror.map_or("-".into(), |m| format!(
+                    "{}/{}/{}",
+                    m.completed, m.failed, m.shed
+                )),
+            );
+            if !r.failures.is_empty() {
+                notes.push(format!(
+                    "({}): {} of {} runs failed, reported from the rest; last error: {}",
+                    r.key,
+                    r.failures.len(),
+                    n,
+                    r.failures
+                        .last()
+                        .map_or("", |s| s.as_str())
+                        .replace('\n', " ")
+                ));
+            }
+            if r.proxy == (Proxy::Shadowtee { compare_body: true }) {
+                if let Some(m) = mirror {
+                    notes.push(format!(
+                        "({}): {} primary/shadow pairs compared, {} with differing body digests \
+                         (the fast upstreams answer `hello from primary` and `hello from shadow`: \
+                         every pair differs, which costs a counter increment)",
+                        r.key, m.compare_pairs, m.body_mismatches
+                    ));
                 }
             }
+        }
+        for note in notes {
+            let _ = writeln!(o, "\n{note}");
         }
         let ratios = self.ratios();
         if !ratios.is_empty() {
@@ -814,20 +1119,53 @@ impl TeeResult {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        let mirror_json = |m: Option<MirrorCounters>| {
+            m.map(|m| {
+                serde_json::json!({
+                    "completed": m.completed,
+                    "failed": m.failed,
+                    "shed": m.shed,
+                    "compare_pairs": m.compare_pairs,
+                    "body_mismatches": m.body_mismatches,
+                })
+            })
+        };
         let rows: Vec<_> = self
             .rows
             .iter()
             .map(|r| {
+                let runs: Vec<_> = r
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "result": s.report.to_json(),
+                            "proxy_cpu_us_per_req": s.cpu_us_per_req,
+                            "shadow_received": s.shadow_received,
+                            "mirror": mirror_json(s.mirror),
+                        })
+                    })
+                    .collect();
+                let range = r.rps_range();
                 serde_json::json!({
                     "row": r.key.to_string(),
                     "setup": r.setup,
                     "skipped": r.skipped,
-                    "result": r.report.as_ref().map(Report::to_json),
-                    "proxy_cpu_us_per_req": r.cpu_us_per_req,
-                    "shadow_received": r.shadow_received,
-                    "mirror": r.mirror_outcomes.map(|[c, f, s]| serde_json::json!({
-                        "completed": c, "failed": f, "shed": s,
+                    "failures": r.failures,
+                    // The run with the median throughput.
+                    "result": r.median_sample().map(|s| s.report.to_json()),
+                    "median": r.has_result().then(|| serde_json::json!({
+                        "requests_per_sec": r.rps(),
+                        "p50_us": r.p50(),
+                        "p99_us": r.p99(),
+                        "proxy_cpu_us_per_req": r.cpu_us_per_req(),
                     })),
+                    "requests_per_sec_min": range.map(|(lo, _)| lo),
+                    "requests_per_sec_max": range.map(|(_, hi)| hi),
+                    "proxy_cpu_us_per_req": r.cpu_us_per_req(),
+                    "shadow_received": r.has_result().then(|| r.shadow_received()).flatten(),
+                    "mirror": r.has_result().then(|| mirror_json(r.mirror())).flatten(),
+                    "runs": runs,
                 })
             })
             .collect();
@@ -842,6 +1180,7 @@ impl TeeResult {
             "connections": self.args.connections,
             "proxy_cpu": self.args.proxy_cpu,
             "load_cpu": self.args.load_cpu,
+            "repeat": self.repeat(),
             "environment": self.environment,
             "rows": rows,
             "ratios": ratios,
@@ -868,11 +1207,160 @@ mod tests {
     fn configs_mention_their_peers() {
         let p: SocketAddr = "127.0.0.1:3001".parse().unwrap();
         let s: SocketAddr = "127.0.0.1:3002".parse().unwrap();
-        let c = shadowtee_config(p, Some(s));
+        let c = shadowtee_config(p, Some(s), false);
         assert!(c.contains("127.0.0.1:3002") && c.contains("[[routes.mirrors]]"));
-        assert!(!shadowtee_config(p, None).contains("mirrors"));
+        assert!(!c.contains("compare_body"));
+        let c = shadowtee_config(p, Some(s), true);
+        assert!(c.ends_with("percent = 100.0\ncompare_body = true\n"), "{c}");
+        assert!(!shadowtee_config(p, None, false).contains("mirrors"));
         let n = nginx_config(Path::new("/tmp/x"), 'f', 8080, 1, p, Some(s));
         assert!(n.contains("mirror /m;") && n.contains("worker_cpu_affinity 10;"));
         assert!(!nginx_config(Path::new("/tmp/x"), 'e', 8080, 1, p, None).contains("mirror"));
+    }
+
+    #[test]
+    fn rows_parse_in_table_order() {
+        assert_eq!(parse_rows("h, c,a,b").unwrap(), vec!['a', 'b', 'c', 'h']);
+        assert_eq!(parse_rows("a,a,B").unwrap(), vec!['a', 'b']);
+        assert!(parse_rows("a,x").is_err());
+        assert!(parse_rows("ab").is_err());
+        assert!(parse_rows(" , ").is_err());
+        let keys: String = ROWS.iter().map(|r| r.key).collect();
+        assert_eq!(keys, "abcdhefg");
+        let args = |rows: Vec<char>| TeeArgs {
+            duration: Duration::from_secs(1),
+            connections: 1,
+            proxy_cpu: 1,
+            load_cpu: 0,
+            install_peers: false,
+            shadowtee: None,
+            repeat: 1,
+            rows,
+        };
+        assert_eq!(args(Vec::new()).selected().len(), ROWS.len());
+        let sel: String = args(vec!['a', 'h'])
+            .selected()
+            .iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(sel, "ah");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn metrics_are_summed() {
+        let body = "# HELP shadowtee_compare_pairs_total x\n\
+            shadowtee_mirror_requests_total{route=\"r\",upstream=\"s\",outcome=\"completed\"} 10\n\
+            shadowtee_mirror_requests_total{route=\"r\",upstream=\"s\",outcome=\"failed\"} 2\n\
+            shadowtee_mirror_requests_total{route=\"r\",upstream=\"s\",outcome=\"shed\",reason=\"queue_full\"} 3\n\
+            shadowtee_mirror_requests_total{route=\"r\",upstream=\"s\",outcome=\"shed\",reason=\"inflight\"} 4\n\
+            shadowtee_compare_pairs_total{route=\"r\",upstream=\"s\"} 9\n\
+            shadowtee_compare_body_mismatches_total{route=\"r\",upstream=\"s\"} 8\n\
+            shadowtee_compare_status_mismatches_total{route=\"r\",upstream=\"s\"} 1\n";
+        let m = parse_mirror_counters(body).unwrap();
+        assert_eq!(
+            m,
+            MirrorCounters {
+                completed: 10,
+                failed: 2,
+                shed: 7,
+                compare_pairs: 9,
+                body_mismatches: 8,
+            }
+        );
+    }
+
+    fn sample(requests: u64, latency_us: u64, cpu: f64) -> Sample {
+        let mut latency = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        latency.record(latency_us * 1000).unwrap();
+        Sample {
+            report: Report {
+                url: "http://127.0.0.1:1/".into(),
+                connections: 1,
+                threads: 1,
+                cpus: vec![0],
+                rate: None,
+                pipeline: 1,
+                elapsed: Duration::from_secs(1),
+                stats: run::Stats {
+                    requests,
+                    bytes: 0,
+                    non_2xx: 0,
+                    errors: run::Errors::default(),
+                    latency,
+                },
+            },
+            cpu_us_per_req: Some(cpu),
+            shadow_received: None,
+            mirror: None,
+        }
+    }
+
+    #[test]
+    fn repeated_rows_report_medians_and_ratios_use_them() {
+        let row = |key: char, samples: Vec<Sample>| {
+            let spec = ROWS.iter().find(|r| r.key == key).unwrap();
+            let mut r = Row::new(spec);
+            r.samples = samples;
+            r
+        };
+        let res = TeeResult {
+            args: TeeArgs {
+                duration: Duration::from_secs(1),
+                connections: 1,
+                proxy_cpu: 1,
+                load_cpu: 0,
+                install_peers: false,
+                shadowtee: None,
+                repeat: 3,
+                rows: vec!['c', 'h'],
+            },
+            environment: vec![],
+            rows: vec![
+                row(
+                    'c',
+                    vec![
+                        sample(1000, 100, 10.0),
+                        sample(3000, 300, 30.0),
+                        sample(2000, 200, 20.0),
+                    ],
+                ),
+                row(
+                    'h',
+                    vec![
+                        sample(1900, 190, 21.0),
+                        sample(500, 900, 99.0),
+                        sample(1800, 180, 22.0),
+                    ],
+                ),
+            ],
+        };
+        let c = &res.rows[0];
+        assert_eq!(c.rps(), Some(2000.0));
+        // HDR buckets: 3 significant digits.
+        assert!((c.p99().unwrap() - 200.0).abs() < 0.5, "{:?}", c.p99());
+        assert_eq!(c.cpu_us_per_req(), Some(20.0));
+        assert_eq!(c.rps_range(), Some((1000.0, 3000.0)));
+        let ratios: std::collections::HashMap<_, _> = res.ratios().into_iter().collect();
+        assert!((ratios["(h)/(c) throughput"] - 0.9).abs() < 1e-9);
+        assert!((ratios["(h)/(c) CPU/req"] - 1.1).abs() < 1e-9);
+        assert_eq!(ratios.len(), 2);
+        let md = res.render_markdown();
+        assert!(
+            md.contains("| (c) | shadowtee, 100% mirror, healthy shadow | 2000 | 1000–3000 |"),
+            "{md}"
+        );
+        assert!(md.contains("| (h)/(c) throughput | 0.90 |"), "{md}");
+        let j = res.to_json();
+        assert_eq!(j["repeat"], 3);
+        assert_eq!(j["rows"][1]["median"]["requests_per_sec"], 1800.0);
+        assert_eq!(j["rows"][1]["runs"].as_array().unwrap().len(), 3);
     }
 }

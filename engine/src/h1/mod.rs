@@ -159,7 +159,7 @@ pub(crate) enum Known {
     Upgrade,
     Expect,
     XForwardedFor,
-    /// TE, Keep-Alive, Proxy-Connection: hop-by-hop, otherwise ignored.
+    /// TE, Keep-Alive, Proxy-Connection, Trailer: not forwarded, otherwise ignored.
     OtherHop,
     Other,
 }
@@ -187,6 +187,8 @@ pub(crate) fn classify(name: &[u8]) -> Known {
         4 if is(b"host") => Known::Host,
         6 if is(b"expect") => Known::Expect,
         7 if is(b"upgrade") => Known::Upgrade,
+        // Trailers are validated but not forwarded, so neither is their announcement.
+        7 if is(b"trailer") => Known::OtherHop,
         10 if is(b"connection") => Known::Connection,
         10 if is(b"keep-alive") => Known::OtherHop,
         14 if is(b"content-length") => Known::ContentLength,

@@ -144,8 +144,16 @@ pub fn write_request_head(
     }
     if edits.upgrade {
         if let Some(up) = head.upgrade {
+            // h2c is never offered upstream (SPEC: stripped).
             out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
-            out.extend_from_slice(up.get(&head.raw));
+            let mut sep: &[u8] = b"";
+            for t in
+                super::list_items(up.get(&head.raw)).filter(|t| !t.eq_ignore_ascii_case(b"h2c"))
+            {
+                out.extend_from_slice(sep);
+                out.extend_from_slice(t);
+                sep = b", ";
+            }
             out.extend_from_slice(b"\r\n");
         }
     }

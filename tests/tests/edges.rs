@@ -1,0 +1,92 @@
+//! Edge cases found in review: rejected uploads are read by the client
+//! (lingering close, no reset), a taken port fails start-up, a failed shadow
+//! is not a status mismatch, h2c is stripped from a mixed Upgrade offer.
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use shadowtee_e2e::*;
+
+#[test]
+fn oversized_upload_gets_413_not_a_reset() {
+    let v1 = upstream("v1", Mode::Fast);
+    let cfg =
+        simple_config(v1.addr, &[]).replace("cores = 1\n", "cores = 1\nmax_body_bytes = 1000\n");
+    let proxy = Proxy::start(&cfg);
+    // A client that writes its whole 4 MiB body before reading, like most do.
+    let mut s = connect(proxy.addr);
+    let body = vec![b'x'; 4 << 20];
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(&body); // may fail once the engine has answered and closed
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "got {:?}",
+        &text[..text.len().min(80)]
+    );
+    assert_eq!(v1.count(), 0, "the rejected upload reached the upstream");
+}
+
+#[test]
+fn a_port_already_served_fails_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = scratch_dir();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen"), "stderr: {err}");
+    drop(taken);
+}
+
+#[test]
+fn a_failed_shadow_is_not_a_status_mismatch() {
+    let v1 = upstream("v1", Mode::Fast);
+    let dead = upstream("test-v1", Mode::Refuse);
+    let proxy = Proxy::start(&simple_config(v1.addr, &[("test-v1", dead.addr)]));
+    for _ in 0..5 {
+        assert_eq!(proxy.get("/x").status, 200);
+    }
+    assert!(proxy.wait_until(Duration::from_secs(5), || {
+        proxy.metric(
+            "shadowtee_mirror_requests_total",
+            &[("upstream", "test-v1"), ("outcome", "failed")],
+        ) == 5.0
+    }));
+    let c = proxy.compare();
+    let row = &c["comparisons"][0];
+    assert_eq!(row["status_mismatches"].as_u64(), Some(0), "{row:#}");
+    assert_eq!(row["mirror"]["failed"].as_u64(), Some(5), "{row:#}");
+}
+
+#[test]
+fn h2c_is_stripped_from_a_mixed_upgrade_offer() {
+    let v1 = upstream("v1", Mode::Fast);
+    let proxy = Proxy::start(&simple_config(v1.addr, &[]));
+    let mut s = connect(proxy.addr);
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: websocket, h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .unwrap();
+    let r = ResponseReader::new().read_one(&mut s, false).unwrap();
+    assert_eq!(r.status, 101);
+    assert!(v1.wait_for(1, Duration::from_secs(5)));
+    let seen = &v1.requests()[0];
+    assert_eq!(seen.header("upgrade"), Some("websocket"));
+    assert_eq!(seen.header("http2-settings"), None);
+}

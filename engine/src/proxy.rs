@@ -704,6 +704,7 @@ enum DownloadError {
 }
 
 /// Read the primary's response and stream it to the client.
+#[allow(clippy::too_many_arguments)]
 async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     up: &mut R,
     ubuf: &mut RxBuf,

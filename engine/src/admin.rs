@@ -389,6 +389,8 @@ pub fn metrics(shared: &Shared) -> String {
         .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     let dropped: u64 = gen.stats.iter().map(|s| s.access_log_dropped.get()).sum();
+    let batches: u64 = gen.stats.iter().map(|s| s.mirror_batches.get()).sum();
+    let _ = writeln!(out, "# HELP shadowtee_mirror_batches_total Pipelined batches of copies written to shadows.\n# TYPE shadowtee_mirror_batches_total counter\nshadowtee_mirror_batches_total {batches}");
     let _ = writeln!(out, "# HELP shadowtee_open_connections Client connections open now.\n# TYPE shadowtee_open_connections gauge\nshadowtee_open_connections {open}");
     let _ = writeln!(out, "# HELP shadowtee_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE shadowtee_access_log_dropped_total counter\nshadowtee_access_log_dropped_total {dropped}");
     let _ = writeln!(out, "# HELP shadowtee_config_generation Config generation in force (reloads add one).\n# TYPE shadowtee_config_generation gauge\nshadowtee_config_generation {}", gen.id);

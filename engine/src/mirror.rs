@@ -354,6 +354,7 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
         }
         return;
     }
+    st.stats.mirror_batches.inc();
     let sent = Instant::now();
     deadline = sent + timeout;
     let mut reusable = true;

@@ -29,7 +29,7 @@ use crate::h1::write::{
     OutFraming, RequestEdits,
 };
 use crate::h1::{
-    parse_request, parse_response, Decoded, Decoder, RequestHead, RequestLimits, Version,
+    parse_request_reusing, parse_response, Decoded, Decoder, RequestHead, RequestLimits, Version,
 };
 use crate::mirror::{MirrorJob, Outcome, Pair};
 use crate::shared::{PrimaryStats, ShedReason, PPM};
@@ -75,6 +75,7 @@ async fn serve_requests(
 ) {
     let mut rbuf = RxBuf::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
+    let mut spare_fields = Vec::new();
     let mut first = true;
     loop {
         let st = w.state();
@@ -85,7 +86,7 @@ async fn serve_requests(
         let mut head_deadline =
             (first || !rbuf.is_empty()).then(|| Instant::now() + server.header_timeout);
         let head = loop {
-            match parse_request(&mut rbuf, &limits) {
+            match parse_request_reusing(&mut rbuf, &limits, &mut spare_fields) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(kind) => {
@@ -150,7 +151,9 @@ async fn serve_requests(
             }
         };
         first = false;
-        match exchange(w, &st, client, &mut rbuf, &mut wbuf, head, peer_ip).await {
+        let next = exchange(w, &st, client, &mut rbuf, &mut wbuf, &head, peer_ip).await;
+        head.recycle(&mut spare_fields);
+        match next {
             Next::KeepAlive if !w.shared.is_draining() => {}
             _ => return,
         }
@@ -302,7 +305,7 @@ async fn exchange(
     client: &mut TcpStream,
     rbuf: &mut RxBuf,
     wbuf: &mut BytesMut,
-    head: RequestHead,
+    head: &RequestHead,
     peer_ip: Option<&str>,
 ) -> Next {
     let start = Instant::now();
@@ -315,7 +318,7 @@ async fn exchange(
             st,
             client,
             wbuf,
-            &head,
+            head,
             Kind::NoRoute,
             "",
             &st.stats.unrouted,
@@ -331,7 +334,7 @@ async fn exchange(
                 client,
                 wbuf,
                 Kind::BodyTooLarge,
-                Some((&head, &route.name)),
+                Some((head, &route.name)),
                 &rstats.engine,
             )
             .await;
@@ -343,7 +346,7 @@ async fn exchange(
         crate::h1::list_items(v).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
     });
     let mut chosen: [Option<Chosen>; MAX_MIRRORS] = Default::default();
-    let n_chosen = choose_mirrors(w, st, ri, &head, upgrade, &mut chosen);
+    let n_chosen = choose_mirrors(w, st, ri, head, upgrade, &mut chosen);
 
     let di = if route.destinations.len() == 1 {
         0
@@ -372,9 +375,9 @@ async fn exchange(
                     up_write_failed: false,
                     copy: Vec::new(),
                 });
-                dispatch_copies(w, st, ri, &head, peer_ip, &chosen, &mut done, &mut pairs);
+                dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut done, &mut pairs);
             }
-            let next = reply_soft(st, client, wbuf, &head, kind, &route.name, pstats).await;
+            let next = reply_soft(st, client, wbuf, head, kind, &route.name, pstats).await;
             pstats
                 .duration
                 .record_us(start.elapsed().as_micros() as u64);
@@ -402,7 +405,7 @@ async fn exchange(
         upgrade,
         ..Default::default()
     };
-    write_request_head(wbuf, &head, &edits, head.framing.into());
+    write_request_head(wbuf, head, &edits, head.framing.into());
     let retry_head = (!head.has_body() && head.is_idempotent() && up.reused)
         .then(|| Bytes::copy_from_slice(wbuf));
     let mut decoder = match head.framing {
@@ -450,7 +453,7 @@ async fn exchange(
             &mut up.buf,
             &mut client_wr,
             &mut rx,
-            &head,
+            head,
             compare_body,
             &w.shared,
             (&upload_done, pool.request_timeout),
@@ -465,7 +468,7 @@ async fn exchange(
             Either::Up(mut u) => {
                 if u.is_ok() {
                     // The body arrived whole and well framed: dispatch the copies now.
-                    dispatch_copies(w, st, ri, &head, peer_ip, &chosen, &mut u, &mut pairs);
+                    dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut u, &mut pairs);
                     let d = (&mut download).await;
                     (Some(u), Some(d))
                 } else {
@@ -482,7 +485,7 @@ async fn exchange(
         rbuf,
         wbuf,
         &mut rx,
-        &head,
+        head,
         route,
         up_name,
         pstats,

@@ -245,6 +245,8 @@ pub struct CoreStats {
     pub routes: Vec<RouteStats>,
     pub access_log_dropped: Arc<Counter>,
     pub connections: Arc<AtomicU64>,
+    /// Pipelined batches written to shadows (copies per batch = copies / this).
+    pub mirror_batches: Arc<Counter>,
 }
 
 /// One config generation: the validated config plus its runtime tables.
@@ -325,6 +327,7 @@ impl Generation {
                         .map(|o| o.access_log_dropped.clone())
                         .unwrap_or_default(),
                     connections: old.map(|o| o.connections.clone()).unwrap_or_default(),
+                    mirror_batches: old.map(|o| o.mirror_batches.clone()).unwrap_or_default(),
                 })
             })
             .collect();

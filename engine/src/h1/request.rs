@@ -104,6 +104,13 @@ impl RequestHead {
     pub fn has_body(&self) -> bool {
         self.framing != BodyFraming::None
     }
+    /// Give back the field list's storage for the next parse.
+    pub fn recycle(self, spare: &mut Vec<Field>) {
+        let mut fields = self.fields;
+        fields.clear();
+        *spare = fields;
+    }
+
     /// Idempotent per RFC 9110 §9.2.2 (safe to retry on a fresh connection).
     pub fn is_idempotent(&self) -> bool {
         matches!(
@@ -120,6 +127,18 @@ impl RequestHead {
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &RequestLimits,
+) -> Result<Option<RequestHead>, Kind> {
+    parse_request_reusing(buf, limits, &mut Vec::new())
+}
+
+/// [`parse_request`] that takes the field list's storage from `spare`
+/// (recycled by the caller from a finished head with
+/// [`RequestHead::recycle`]), so a keep-alive connection parses without
+/// allocating.
+pub fn parse_request_reusing(
+    buf: &mut BytesMut,
+    limits: &RequestLimits,
+    spare: &mut Vec<Field>,
 ) -> Result<Option<RequestHead>, Kind> {
     if buf.is_empty() {
         return Ok(None);
@@ -218,7 +237,9 @@ pub fn parse_request(
         }
     };
 
-    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut fields = std::mem::take(spare);
+    fields.clear();
+    fields.reserve(req.headers.len());
     let mut host_field: Option<Span> = None;
     let mut host_count = 0u32;
     let mut content_length: Option<u64> = None;

@@ -17,6 +17,9 @@ use crate::h1::{parse_request, RequestLimits};
 use crate::shared::{Generation, Shared, ShedReason};
 use crate::stats::{HistSnapshot, PROM_BOUNDS_US};
 
+/// Admin connections served at once (one thread each); more get 503.
+const MAX_ADMIN_CONNS: usize = 32;
+
 /// Start the admin thread; returns the bound address.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
@@ -24,12 +27,31 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
     std::thread::Builder::new()
         .name("shadowtee-admin".into())
         .spawn(move || {
+            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let Ok(mut conn) = conn else { continue };
+                if active.load(std::sync::atomic::Ordering::Relaxed) >= MAX_ADMIN_CONNS {
+                    let _ = respond(
+                        &mut conn,
+                        503,
+                        "text/plain",
+                        b"too many admin connections\n",
+                        false,
+                    );
+                    continue;
+                }
+                active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let shared = shared.clone();
-                let _ = std::thread::Builder::new()
+                let done = active.clone();
+                let spawned = std::thread::Builder::new()
                     .name("shadowtee-admin-conn".into())
-                    .spawn(move || serve(conn, &shared));
+                    .spawn(move || {
+                        serve(conn, &shared);
+                        done.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         })?;
     Ok(local)

@@ -185,7 +185,12 @@ impl ChunkedDecoder {
                     return Ok(Some(()));
                 }
             }
-            State::Data => unreachable!("data is consumed in bulk by decode()"),
+            State::Data => {
+                // Invariant: decode() consumes data in bulk and never feeds a
+                // data byte to step(); fail closed rather than panic.
+                debug_assert!(false, "chunk data fed to the framing step");
+                return Err("internal chunked decoder state");
+            }
             State::DataCr => {
                 if b != b'\r' {
                     return Err("chunk data not followed by CRLF");

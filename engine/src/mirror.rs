@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
 
-use crate::h1::{parse_response, Decoded};
+use crate::h1::{parse_response_reusing, Decoded};
 use crate::shared::{MirrorStats, Mismatch, ShedReason};
 use crate::upstream::UpConn;
 use crate::worker::CoreState;
@@ -48,8 +48,9 @@ pub struct Pair {
     primary: Cell<Option<Outcome>>,
     shadow: Cell<Option<Outcome>>,
     stats: Arc<MirrorStats>,
-    /// The copy's head, for the method and target of a mismatch record.
-    head: Bytes,
+    /// The copy's head: written to the shadow, and the method and target of
+    /// a mismatch record.
+    pub(crate) head: Bytes,
 }
 
 impl Pair {
@@ -123,11 +124,19 @@ pub struct MirrorJob {
     pub route: usize,
     pub upstream: usize,
     pub stats: Arc<MirrorStats>,
-    pub head: Bytes,
     pub body: Vec<Bytes>,
     pub head_request: bool,
     pub compare_body: bool,
-    pub pair: Option<Rc<Pair>>,
+    /// Holds the copy's head and joins the two outcomes.
+    pub pair: Rc<Pair>,
+}
+
+impl MirrorJob {
+    /// The copy's head.
+    #[inline]
+    pub fn head(&self) -> &Bytes {
+        &self.pair.head
+    }
 }
 
 /// A single-waiter wake-up flag (same core only).
@@ -222,57 +231,93 @@ impl RateLimiter {
 const MAX_BATCH: usize = 32;
 /// Most writer tasks (so connections) per shadow per core.
 const MAX_WRITERS: usize = 8;
+/// How often a parked writer checks whether it is still wanted.
+const WRITER_IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// One shadow's pending copies on one core, and its writer count.
+/// One shadow's pending copies on one core, and its writers.
 #[derive(Default)]
 pub struct Lane {
     pending: RefCell<VecDeque<MirrorJob>>,
     writers: Cell<usize>,
+    /// A writer with nothing to do waits here (at most one parks; others exit).
+    idle: Notify,
+    parked: Cell<bool>,
     /// The shadow closed a connection after a response: stop pipelining.
     no_pipeline: Cell<bool>,
 }
 
-/// Drain the queue forever, handing copies to per-shadow lanes within the
-/// in-flight cap. Runs in the low-priority mirror task queue.
+/// Drain the queue forever, handing copies to per-shadow lanes (in flight
+/// since `offer`; the cap was checked before the copy was built, in
+/// `proxy::choose_mirrors`). Wakes the lane's parked writer, or starts one
+/// more while the lane has more work than its writers take in a batch.
+/// Runs in the low-priority mirror task queue.
 pub async fn run_dispatcher(q: Rc<MirrorQueue>, tq: glommio::TaskQueueHandle) {
     loop {
         while let Some(job) = q.queue.pop() {
-            // In flight since `offer` (the cap was checked before the copy
-            // was built, in `proxy::choose_mirrors`).
             let st = job.state.clone();
             let u = job.upstream;
             let lane = &st.lanes[u];
-            lane.pending.borrow_mut().push_back(job);
-            if lane.writers.get() < MAX_WRITERS {
+            let pending = {
+                let mut p = lane.pending.borrow_mut();
+                p.push_back(job);
+                p.len()
+            };
+            if lane.parked.get() {
+                lane.idle.notify();
+            } else if lane.writers.get() == 0
+                || (pending > MAX_BATCH && lane.writers.get() < MAX_WRITERS)
+            {
                 lane.writers.set(lane.writers.get() + 1);
                 match glommio::spawn_local_into(writer(st.clone(), u), tq) {
-                    Ok(t) => t.detach(),
-                    Err(_) => {
-                        lane.writers.set(lane.writers.get() - 1);
-                        continue;
+                    Ok(t) => {
+                        t.detach();
                     }
-                };
+                    Err(_) => lane.writers.set(lane.writers.get() - 1),
+                }
             }
         }
         q.wake.wait().await;
     }
 }
 
-/// A lane writer: takes batches of copies, pipelines each batch on one
-/// keep-alive shadow connection, and exits when the lane is empty.
+/// Buffers a writer keeps across batches.
+#[derive(Default)]
+struct WriterBufs {
+    batch: Vec<MirrorJob>,
+    out: BytesMut,
+    fields: Vec<crate::h1::Field>,
+}
+
+/// A lane writer: takes batches of copies and pipelines each on one
+/// keep-alive shadow connection. With nothing to do it parks on the lane
+/// (if no other writer is parked) or exits.
 async fn writer(st: Rc<CoreState>, u: usize) {
     let lane = &st.lanes[u];
+    let mut bufs = WriterBufs::default();
     loop {
-        let batch: Vec<MirrorJob> = {
+        {
             let mut p = lane.pending.borrow_mut();
             let n = if lane.no_pipeline.get() { 1 } else { MAX_BATCH };
             let n = n.min(p.len());
-            p.drain(..n).collect()
-        };
-        if batch.is_empty() {
-            break;
+            bufs.batch.extend(p.drain(..n));
         }
-        run_batch(&st, u, batch).await;
+        if bufs.batch.is_empty() {
+            // Exit when another writer already waits, when draining, or when
+            // a reload replaced this generation (its lanes get no new work).
+            let stale = st.gen.id != st.shared.generation_id();
+            if lane.parked.get() || st.shared.is_draining() || stale {
+                break;
+            }
+            lane.parked.set(true);
+            // Look again at least every second (coarse timer: fine, this only
+            // bounds how long a replaced generation's writer lingers).
+            futures_lite::future::or(lane.idle.wait(), glommio::timer::sleep(WRITER_IDLE_CHECK))
+                .await;
+            lane.parked.set(false);
+            continue;
+        }
+        run_batch(&st, u, &mut bufs).await;
+        bufs.batch.clear();
     }
     lane.writers.set(lane.writers.get() - 1);
 }
@@ -285,24 +330,20 @@ fn finish(st: &CoreState, job: &MirrorJob, result: io::Result<(u16, Option<u64>)
         Ok((status, digest)) => {
             job.stats.completed.inc();
             job.stats.duration.record_us(us);
-            if let Some(p) = &job.pair {
-                p.set_shadow(Outcome { status, us, digest });
-            }
+            job.pair.set_shadow(Outcome { status, us, digest });
         }
         Err(_) => {
             job.stats.failed.inc();
-            if let Some(p) = &job.pair {
-                p.set_shadow(Outcome {
-                    status: 0,
-                    us,
-                    digest: None,
-                });
-            }
+            job.pair.set_shadow(Outcome {
+                status: 0,
+                us,
+                digest: None,
+            });
         }
     }
     if let Some(log) = st.access_log.as_ref() {
         let route = &st.gen.config.routes[job.route].name;
-        log.mirror_line(&job.head, status, us, route, &job.stats.upstream);
+        log.mirror_line(job.head(), status, us, route, &job.stats.upstream);
     }
 }
 
@@ -319,7 +360,8 @@ fn remaining(deadline: Instant) -> io::Result<Duration> {
 /// answers in order, each to its end. Each answer gets `mirror.timeout_ms`
 /// from the previous one (the first from the send), so a pipelined copy is
 /// not failed for the time its predecessors took.
-async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
+async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
+    let batch = &mut bufs.batch;
     let start = Instant::now();
     let timeout = st.gen.config.mirror.timeout;
     let mut deadline = start + timeout;
@@ -341,15 +383,15 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
         Ok(c) => c,
         Err(e) => {
             let us = start.elapsed().as_micros() as u64;
-            for job in &batch {
+            for job in batch.iter() {
                 finish(st, job, Err(io::Error::new(e.kind(), e.to_string())), us);
             }
             return;
         }
     };
-    if let Err(e) = write_batch(&mut conn, &batch, deadline).await {
+    if let Err(e) = write_batch(&mut conn, batch, &mut bufs.out, deadline).await {
         let us = start.elapsed().as_micros() as u64;
-        for job in &batch {
+        for job in batch.iter() {
             finish(st, job, Err(io::Error::new(e.kind(), e.to_string())), us);
         }
         return;
@@ -358,14 +400,15 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
     let sent = Instant::now();
     deadline = sent + timeout;
     let mut reusable = true;
-    let mut jobs = batch.into_iter();
+    let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
-        let r = read_answer(&mut conn, &job, deadline).await;
-        let us = sent.elapsed().as_micros() as u64;
+        let r = read_answer(&mut conn, &job, deadline, &mut bufs.fields).await;
+        let now = Instant::now();
+        let us = now.saturating_duration_since(sent).as_micros() as u64;
         match r {
             Ok((status, digest, keep_alive)) => {
                 finish(st, &job, Ok((status, digest)), us);
-                deadline = Instant::now() + timeout;
+                deadline = now + timeout;
                 if !keep_alive {
                     reusable = false;
                     // The shadow closes after this answer: the rest of the
@@ -396,16 +439,21 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, batch: Vec<MirrorJob>) {
     }
 }
 
-async fn write_batch(conn: &mut UpConn, batch: &[MirrorJob], deadline: Instant) -> io::Result<()> {
+async fn write_batch(
+    conn: &mut UpConn,
+    batch: &[MirrorJob],
+    out: &mut BytesMut,
+    deadline: Instant,
+) -> io::Result<()> {
     conn.stream
         .set_write_timeout(Some(remaining(deadline)?))
         .map_err(io::Error::from)?;
-    let mut out = BytesMut::with_capacity(4096);
+    out.clear();
     for job in batch {
-        out.extend_from_slice(&job.head);
+        out.extend_from_slice(job.head());
         for b in &job.body {
             if b.len() >= 16 * 1024 {
-                conn.write_all(&out).await?;
+                conn.write_all(out).await?;
                 out.clear();
                 conn.write_all(b).await?;
             } else {
@@ -413,12 +461,12 @@ async fn write_batch(conn: &mut UpConn, batch: &[MirrorJob], deadline: Instant) 
             }
         }
         if out.len() >= 64 * 1024 {
-            conn.write_all(&out).await?;
+            conn.write_all(out).await?;
             out.clear();
         }
     }
     if !out.is_empty() {
-        conn.write_all(&out).await?;
+        conn.write_all(out).await?;
     }
     Ok(())
 }
@@ -428,10 +476,14 @@ async fn read_answer(
     conn: &mut UpConn,
     job: &MirrorJob,
     deadline: Instant,
+    fields: &mut Vec<crate::h1::Field>,
 ) -> io::Result<(u16, Option<u64>, bool)> {
     let head = loop {
-        match parse_response(&mut conn.buf, SHADOW_MAX_HEAD, job.head_request) {
-            Ok(Some(h)) if h.is_informational() && h.status != 101 => continue,
+        match parse_response_reusing(&mut conn.buf, SHADOW_MAX_HEAD, job.head_request, fields) {
+            Ok(Some(h)) if h.is_informational() && h.status != 101 => {
+                h.recycle(fields);
+                continue;
+            }
             Ok(Some(h)) => break h,
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -478,5 +530,7 @@ async fn read_answer(
         }
     }
     let keep_alive = head.keep_alive && !decoder.is_eof_delimited();
-    Ok((head.status, hasher.map(|h| h.finish()), keep_alive))
+    let status = head.status;
+    head.recycle(fields);
+    Ok((status, hasher.map(|h| h.finish()), keep_alive))
 }

@@ -866,18 +866,17 @@ fn dispatch_copies(
         };
         write_request_head(&mut mh, head, &copy_edits, framing);
         let mh = mh.freeze();
-        let pair = Pair::new(mstats.clone(), mh.clone());
+        let pair = Pair::new(mstats.clone(), mh);
         pairs.push(pair.clone());
         w.mirror_q.offer(MirrorJob {
             state: st.clone(),
             route: ri,
             upstream: m.upstream,
             stats: mstats,
-            head: mh,
             body: copy_body.clone(),
             head_request: head.is_head,
             compare_body: m.compare_body,
-            pair: Some(pair),
+            pair,
         });
     }
 }

@@ -23,7 +23,7 @@ pub mod write;
 pub use body::{Decoded, Decoder};
 pub use chunked::ChunkedDecoder;
 pub use request::{parse_request, parse_request_reusing, RequestHead, RequestLimits};
-pub use response::{parse_response, ResponseFraming, ResponseHead};
+pub use response::{parse_response, parse_response_reusing, ResponseFraming, ResponseHead};
 
 /// Most header fields accepted in one head (more: 431 for requests, 502 for responses).
 pub const MAX_HEADERS: usize = 100;

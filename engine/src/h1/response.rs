@@ -58,6 +58,12 @@ impl ResponseHead {
             .find(|f| self.name(f).eq_ignore_ascii_case(name))
             .map(|f| self.value(f))
     }
+    /// Give back the field list's storage for the next parse.
+    pub fn recycle(self, spare: &mut Vec<Field>) {
+        let mut fields = self.fields;
+        fields.clear();
+        *spare = fields;
+    }
     pub fn is_informational(&self) -> bool {
         (100..200).contains(&self.status)
     }
@@ -79,6 +85,17 @@ pub fn parse_response(
     buf: &mut BytesMut,
     max_bytes: usize,
     head_request: bool,
+) -> Result<Option<ResponseHead>, &'static str> {
+    parse_response_reusing(buf, max_bytes, head_request, &mut Vec::new())
+}
+
+/// [`parse_response`] taking the field list's storage from `spare` (give it
+/// back with [`ResponseHead::recycle`]).
+pub fn parse_response_reusing(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    head_request: bool,
+    spare: &mut Vec<Field>,
 ) -> Result<Option<ResponseHead>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
@@ -118,7 +135,9 @@ pub fn parse_response(
     };
     let base = window;
     let reason = Span::of(base, resp.reason.unwrap_or("").as_bytes());
-    let mut fields = Vec::with_capacity(resp.headers.len());
+    let mut fields = std::mem::take(spare);
+    fields.clear();
+    fields.reserve(resp.headers.len());
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
     let mut te_chunked_final = false;

@@ -17,6 +17,34 @@ use crate::h1::{parse_request, RequestLimits};
 use crate::shared::{Generation, Shared, ShedReason};
 use crate::stats::{HistSnapshot, PROM_BOUNDS_US};
 
+/// A blocking `GET path` for the admin API's own clients (`shadowtee
+/// compare`, the demo, `loadtest`): returns the status and the body.
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP response"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
+    Ok((status, body.to_string()))
+}
+
 /// Admin connections served at once (one thread each); more get 503.
 const MAX_ADMIN_CONNS: usize = 32;
 

@@ -1,9 +1,8 @@
 //! The `shadowtee` command line (SPEC "Command line").
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -142,7 +141,13 @@ fn run(path: PathBuf, cores: Option<usize>) -> ExitCode {
 }
 
 fn compare(admin: &str, raw: bool) -> ExitCode {
-    match http_get(admin, "/compare") {
+    match shadowtee::admin::get(admin, "/compare").and_then(|(status, body)| {
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(std::io::Error::other(format!("status {status}")))
+        }
+    }) {
         Ok(body) => {
             if raw {
                 print!("{body}");
@@ -164,28 +169,6 @@ fn compare(admin: &str, raw: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Minimal blocking GET for the CLI (admin API on loopback).
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("").to_string(),
-        ));
-    }
-    Ok(body.to_string())
 }
 
 fn import_istio(file: PathBuf, subsets: Vec<String>, listen: &str) -> ExitCode {

@@ -102,7 +102,36 @@ async fn serve_requests(
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => server.idle_timeout,
             };
-            if timeout.is_zero() {
+            let timed_out = timeout.is_zero() || {
+                let _ = client.set_read_timeout(Some(timeout));
+                // Nothing of a request received yet (a new or keep-alive
+                // connection): a drain may close it at once.
+                let waiting = rbuf.is_empty();
+                if waiting {
+                    if w.shared.is_draining() {
+                        return;
+                    }
+                    w.set_idle(slot, true);
+                }
+                let r = rbuf.read_from(client).await;
+                if waiting {
+                    w.set_idle(slot, false);
+                }
+                match r {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if head_deadline.is_none() {
+                            head_deadline = Some(Instant::now() + server.header_timeout);
+                        }
+                        false
+                    }
+                    // An idle keep-alive connection just closes; a head
+                    // begun but not finished in time gets 408.
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut && !idle => true,
+                    Err(_) => return,
+                }
+            };
+            if timed_out {
                 reply_engine(
                     &st,
                     client,
@@ -113,41 +142,6 @@ async fn serve_requests(
                 )
                 .await;
                 return;
-            }
-            let _ = client.set_read_timeout(Some(timeout));
-            // Nothing of a request received yet (a new or keep-alive
-            // connection): a drain may close it at once.
-            let waiting = rbuf.is_empty();
-            if waiting {
-                if w.shared.is_draining() {
-                    return;
-                }
-                w.set_idle(slot, true);
-            }
-            let r = rbuf.read_from(client).await;
-            if waiting {
-                w.set_idle(slot, false);
-            }
-            match r {
-                Ok(0) => return,
-                Ok(_) => {
-                    if head_deadline.is_none() {
-                        head_deadline = Some(Instant::now() + server.header_timeout);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut && !idle => {
-                    reply_engine(
-                        &st,
-                        client,
-                        &mut wbuf,
-                        Kind::HeaderTimeout,
-                        None,
-                        &st.stats.unrouted,
-                    )
-                    .await;
-                    return;
-                }
-                Err(_) => return,
             }
         };
         first = false;

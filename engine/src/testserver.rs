@@ -844,7 +844,7 @@ fn start_head(out: &mut BytesMut, status: u16, head: &RequestHead, cfg: &ServerC
     let _ = write!(
         out,
         "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\n",
-        reason(status),
+        crate::h1::write::reason_phrase(status),
         cfg.name
     );
     if !keep {
@@ -1056,7 +1056,7 @@ async fn write_error(
         out,
         "HTTP/1.1 {status} {}\r\nx-upstream: {}\r\nConnection: close\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{why}\n",
-        reason(status),
+        crate::h1::write::reason_phrase(status),
         sh.cfg.name,
         why.len() + 1
     );
@@ -1090,38 +1090,6 @@ async fn drain_until_eof(stream: &mut TcpStream, buf: &mut BytesMut) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-    }
-}
-
-fn reason(code: u16) -> &'static str {
-    match code {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Status",
     }
 }
 

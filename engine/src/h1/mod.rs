@@ -198,3 +198,6 @@ pub(crate) fn classify(name: &[u8]) -> Known {
         _ => Known::Other,
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

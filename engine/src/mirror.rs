@@ -95,7 +95,7 @@ impl Pair {
             c.status_mismatches.inc();
             c.count_pair(p.status, s.status);
         }
-        if status_differs || body_differs {
+        if (status_differs || body_differs) && c.recent_due() {
             let line_end = self
                 .head
                 .iter()

@@ -113,6 +113,11 @@ pub struct Mismatch {
 
 /// Recent mismatches kept per core per mirror.
 pub const RECENT_MISMATCHES: usize = 32;
+/// At most one mismatch record per this interval per core per mirror.
+pub const RECENT_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
 const PAIR_SLOTS: usize = 64;
 
 /// The comparison of one mirror with its route's primary, on one core.
@@ -131,6 +136,10 @@ pub struct CompareStats {
     pub pair_overflow: Counter,
     recent: Box<[ArcSwapOption<Mismatch>]>,
     recent_next: AtomicUsize,
+    /// When the last mismatch was kept (µs since `EPOCH`): keeping one
+    /// allocates, so at most one per `RECENT_EVERY` is kept and a shadow
+    /// that mismatches on every request costs the hot path nothing extra.
+    recent_at_us: AtomicU64,
 }
 
 impl Default for CompareStats {
@@ -151,6 +160,7 @@ impl Default for CompareStats {
                 .map(|_| ArcSwapOption::empty())
                 .collect(),
             recent_next: AtomicUsize::new(0),
+            recent_at_us: AtomicU64::new(0),
         }
     }
 }
@@ -186,6 +196,18 @@ impl CompareStats {
         }
         v
     }
+    /// Whether a mismatch may be kept now (owning core only; at most one
+    /// per `RECENT_EVERY`).
+    pub fn recent_due(&self) -> bool {
+        let now = EPOCH.elapsed().as_micros() as u64 + 1;
+        let last = self.recent_at_us.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < RECENT_EVERY.as_micros() as u64 {
+            return false;
+        }
+        self.recent_at_us.store(now, Relaxed);
+        true
+    }
+
     pub fn push_recent(&self, m: Mismatch) {
         let i = self.recent_next.load(Relaxed);
         self.recent[i % RECENT_MISMATCHES].store(Some(Arc::new(m)));

@@ -230,7 +230,11 @@ impl RateLimiter {
 /// Most copies written back-to-back on one shadow connection.
 const MAX_BATCH: usize = 32;
 /// Most writer tasks (so connections) per shadow per core.
-const MAX_WRITERS: usize = 8;
+const MAX_WRITERS: usize = 16;
+/// Pipelining depth adapts so that a copy waits at most about this long
+/// behind the copies ahead of it on its connection: a slow shadow gets more
+/// connections, not deeper pipelines, and its measured latency stays its own.
+const BATCH_BUDGET_US: u64 = 1_000;
 /// How often a parked writer checks whether it is still wanted.
 const WRITER_IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -244,6 +248,33 @@ pub struct Lane {
     parked: Cell<bool>,
     /// The shadow closed a connection after a response: stop pipelining.
     no_pipeline: Cell<bool>,
+    /// Moving average of the shadow's time per answer (µs), from the gaps
+    /// between consecutive answers of one pipelined batch (the first answer
+    /// also carries the round trip, so it is not a sample).
+    service_us: Cell<u64>,
+}
+
+impl Lane {
+    /// Copies to pipeline on one connection now.
+    fn batch_limit(&self) -> usize {
+        if self.no_pipeline.get() {
+            return 1;
+        }
+        let per = self.service_us.get().max(1);
+        ((BATCH_BUDGET_US / per) as usize).clamp(1, MAX_BATCH)
+    }
+
+    fn observe_service(&self, us: u64) {
+        let old = self.service_us.get();
+        self.service_us
+            .set(if old == 0 { us } else { (old * 7 + us) / 8 });
+    }
+
+    /// A batch of one gives no gap to measure: let the estimate decay so
+    /// that pipelining is tried (and measured) again.
+    fn decay_service(&self) {
+        self.service_us.set(self.service_us.get() * 15 / 16);
+    }
 }
 
 /// Drain the queue forever, handing copies to per-shadow lanes (in flight
@@ -265,7 +296,7 @@ pub async fn run_dispatcher(q: Rc<MirrorQueue>, tq: glommio::TaskQueueHandle) {
             if lane.parked.get() {
                 lane.idle.notify();
             } else if lane.writers.get() == 0
-                || (pending > MAX_BATCH && lane.writers.get() < MAX_WRITERS)
+                || (pending > lane.batch_limit() && lane.writers.get() < MAX_WRITERS)
             {
                 lane.writers.set(lane.writers.get() + 1);
                 match glommio::spawn_local_into(writer(st.clone(), u), tq) {
@@ -297,7 +328,7 @@ async fn writer(st: Rc<CoreState>, u: usize) {
     loop {
         {
             let mut p = lane.pending.borrow_mut();
-            let n = if lane.no_pipeline.get() { 1 } else { MAX_BATCH };
+            let n = lane.batch_limit();
             let n = n.min(p.len());
             bufs.batch.extend(p.drain(..n));
         }
@@ -400,6 +431,10 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
     let sent = Instant::now();
     deadline = sent + timeout;
     let mut reusable = true;
+    let mut prev_done: Option<Instant> = None;
+    if batch.len() == 1 {
+        st.lanes[u].decay_service();
+    }
     let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
         let r = read_answer(&mut conn, &job, deadline, &mut bufs.fields).await;
@@ -407,6 +442,11 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
         let us = now.saturating_duration_since(sent).as_micros() as u64;
         match r {
             Ok((status, digest, keep_alive)) => {
+                if let Some(prev) = prev_done {
+                    let gap = now.saturating_duration_since(prev).as_micros() as u64;
+                    st.lanes[u].observe_service(gap);
+                }
+                prev_done = Some(now);
                 finish(st, &job, Ok((status, digest)), us);
                 deadline = now + timeout;
                 if !keep_alive {

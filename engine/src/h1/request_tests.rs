@@ -1338,3 +1338,37 @@ fn mutated_heads_never_panic_and_round_trip() {
     }
     assert!(accepted > 100, "only {accepted} mutants accepted");
 }
+
+#[test]
+fn empty_field_values_and_trailing_whitespace_keep_crlf_checks_exact() {
+    let ok: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: v \t\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for raw in ok {
+        let mut buf = BytesMut::from(*raw);
+        let head = parse_request(&mut buf, &RequestLimits::default())
+            .unwrap_or_else(|k| panic!("{:?}: {k:?}", String::from_utf8_lossy(raw)))
+            .expect("complete");
+        let mut out = BytesMut::new();
+        write_request_head(&mut out, &head, &RequestEdits::default(), OutFraming::None);
+        assert!(out.ends_with(b"\r\n\r\n"));
+    }
+    let bad: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: v \t\n\r\n",
+        b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+    ];
+    for raw in bad {
+        let mut buf = BytesMut::from(*raw);
+        assert!(
+            parse_request(&mut buf, &RequestLimits::default()).is_err(),
+            "{:?} accepted",
+            String::from_utf8_lossy(raw)
+        );
+        assert_eq!(&buf[..], *raw, "a rejected head consumed bytes");
+    }
+}

@@ -413,6 +413,9 @@ async fn exchange(
     // deadline starts only once the request is fully sent).
     let _ = up.stream.set_read_timeout(None);
     let upload_done: Cell<Option<Instant>> = Cell::new(None);
+    // Set once response bytes may have reached the client: an upload error
+    // after that can only close the connection, not answer it.
+    let response_started = Cell::new(false);
     let mut rx = std::mem::take(&mut w.spare_out.borrow_mut().0);
     rx.clear();
     let compare_body = n_chosen > 0
@@ -450,7 +453,7 @@ async fn exchange(
             head,
             compare_body,
             &w.shared,
-            (&upload_done, pool.request_timeout),
+            (&upload_done, pool.request_timeout, &response_started),
         );
         let mut upload = std::pin::pin!(upload);
         let mut download = std::pin::pin!(download);
@@ -492,6 +495,7 @@ async fn exchange(
         &pairs,
         start,
         compare_body,
+        response_started.get(),
     )
     .await;
     w.spare_out.borrow_mut().0 = rx;
@@ -710,7 +714,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     head: &RequestHead,
     hash: bool,
     shared: &crate::shared::Shared,
-    (sent_at, timeout): (&Cell<Option<Instant>>, Duration),
+    (sent_at, timeout, started): (&Cell<Option<Instant>>, Duration, &Cell<bool>),
 ) -> Result<Downloaded, DownloadError> {
     let mut got_any = !ubuf.is_empty();
     let resp = loop {
@@ -746,6 +750,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let keep_alive = head.keep_alive && cf != ClientFraming::Close && !shared.is_draining();
     out.clear();
     write_response_head(out, &resp, cf, head.version, keep_alive);
+    started.set(true);
     let mut rdec = resp.decoder();
     let mut hasher = hash.then(std::collections::hash_map::DefaultHasher::new);
     let mut resp_len: u64 = 0;
@@ -897,6 +902,7 @@ async fn finish_exchange(
     pairs: &[Rc<Pair>],
     start: Instant,
     compare_body: bool,
+    response_started: bool,
 ) -> Next {
     // Upload failures decide first when the response had not started.
     let uploaded = match up_result {
@@ -905,6 +911,7 @@ async fn finish_exchange(
             // A rejected or abandoned request is never mirrored: its chosen
             // copies were never dispatched, so they were not due.
             return match e {
+                UploadError::Client(_) if response_started => Next::Close,
                 UploadError::Client(kind) => {
                     reply_engine(st, client, wbuf, kind, Some((head, &route.name)), pstats).await;
                     Next::Close
@@ -931,7 +938,7 @@ async fn finish_exchange(
                             head,
                             compare_body,
                             &w.shared,
-                            (&sent, pool.request_timeout),
+                            (&sent, pool.request_timeout, &Cell::new(false)),
                         )
                         .await,
                     );

@@ -510,11 +510,12 @@ pub fn compare_json(gen: &Generation) -> Value {
             for s in &gen.stats {
                 let ms = &s.routes[ri].mirrors[mi];
                 let c = &ms.compare;
+                // First (acquire): every pair counted here is complete below.
+                pairs += c.pairs.get_acquire();
                 c.primary_codes.merge_into(&mut pc);
                 c.shadow_codes.merge_into(&mut sc);
                 c.primary_latency.merge_into(&mut ph);
                 c.shadow_latency.merge_into(&mut sh);
-                pairs += c.pairs.get();
                 sm += c.status_mismatches.get();
                 bc += c.body_compared.get();
                 bm += c.body_mismatches.get();

@@ -75,7 +75,6 @@ impl Pair {
             return;
         };
         let c = &self.stats.compare;
-        c.pairs.inc();
         c.primary_codes.inc(p.status);
         c.shadow_codes.inc(s.status);
         c.primary_latency.record_us(p.us);
@@ -115,6 +114,8 @@ impl Pair {
                 body_differs,
             });
         }
+        // Last, so a scrape that sees this pair counted sees all of it.
+        c.pairs.inc_release();
     }
 }
 

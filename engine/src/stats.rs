@@ -26,6 +26,19 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Increment after the values this count stands for were written: a
+    /// reader that loads it with [`Counter::get_acquire`] first sees them all.
+    #[inline]
+    pub fn inc_release(&self) {
+        self.0.store(
+            self.0.load(Relaxed).wrapping_add(1),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+    #[inline]
+    pub fn get_acquire(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Status codes 100..=599 counted per code; others land in slot 0.

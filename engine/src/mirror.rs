@@ -360,8 +360,8 @@ fn finish(st: &CoreState, job: &MirrorJob, result: io::Result<(u16, Option<u64>)
     let status = result.as_ref().map_or(0, |(s, _)| *s);
     match result {
         Ok((status, digest)) => {
-            job.stats.completed.inc();
             job.stats.duration.record_us(us);
+            job.stats.completed.inc();
             job.pair.set_shadow(Outcome { status, us, digest });
         }
         Err(_) => {

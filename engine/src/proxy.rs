@@ -1018,8 +1018,9 @@ async fn finish_exchange(
         pool.put(up);
     }
     let elapsed = us();
-    pstats.codes.inc(outcome.status);
+    // Duration first: a scrape that sees the request counted sees its time.
     pstats.duration.record_us(elapsed);
+    pstats.codes.inc(outcome.status);
     finish_pairs(pairs, outcome.status, start, outcome.digest);
     if let Some(log) = st.access_log.as_ref() {
         log.primary_line(

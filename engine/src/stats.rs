@@ -20,11 +20,16 @@ impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
         // Single writer (the owning core): a plain load + store is exact.
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+        // Release (a plain store on x86) keeps the order in which a core
+        // writes its counters visible to the scraping thread.
+        self.0.store(
+            self.0.load(Relaxed).wrapping_add(n),
+            std::sync::atomic::Ordering::Release,
+        );
     }
     #[inline]
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0.load(std::sync::atomic::Ordering::Acquire)
     }
     /// Increment after the values this count stands for were written: a
     /// reader that loads it with [`Counter::get_acquire`] first sees them all.

@@ -90,3 +90,74 @@ fn h2c_is_stripped_from_a_mixed_upgrade_offer() {
     assert_eq!(seen.header("upgrade"), Some("websocket"));
     assert_eq!(seen.header("http2-settings"), None);
 }
+
+/// An upstream that answers each connection's first request with a
+/// keep-alive response and then closes the connection (without saying so):
+/// the engine's pooled connection is stale by the next request.
+fn closing_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            seen.fetch_add(1, Ordering::Relaxed);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            // Dropped: closed with no `Connection: close` announced.
+        }
+    });
+    (addr, conns)
+}
+
+#[test]
+fn a_stale_pooled_connection_is_retried_once_for_idempotent_requests() {
+    let (addr, conns) = closing_upstream();
+    let proxy = Proxy::start(&simple_config(addr, &[]));
+    let mut s = connect(proxy.addr);
+    let mut r = ResponseReader::new();
+    for i in 0..5 {
+        s.write_all(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let resp = r.read(&mut s, false).expect("response");
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, &b"ok"[..]),
+            "request {i}"
+        );
+    }
+    assert!(conns.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+}
+
+#[test]
+fn a_stale_pooled_connection_is_not_retried_for_a_post() {
+    let (addr, _conns) = closing_upstream();
+    let proxy = Proxy::start(&simple_config(addr, &[]));
+    let mut s = connect(proxy.addr);
+    let mut r = ResponseReader::new();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.read(&mut s, false).expect("first").status, 200);
+    // The pooled connection is closed (or closing) on the upstream's side:
+    // a POST must fail rather than be sent a second time.
+    s.write_all(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    let resp = r.read(&mut s, false).expect("answer to the POST");
+    assert_eq!(
+        resp.status, 502,
+        "a POST must not be replayed on a fresh connection"
+    );
+}

@@ -1,21 +1,13 @@
-//! One error type for the engine: it knows which side failed and maps to
-//! exactly one HTTP status (`Error::status`). A `Side::Mirror` error never
-//! reaches the client's response path: the mirror writer only counts it.
-
-use std::fmt;
-
-/// Which party an error belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The downstream client (bad input, timeouts, early close).
-    Client,
-    /// The primary upstream.
-    Primary,
-    /// A shadow upstream.
-    Mirror,
-    /// The engine itself.
-    Internal,
-}
+//! What the engine answers when it answers itself: every engine-made
+//! response is a [`Kind`], and [`Kind::status`] is the one mapping from an
+//! error to a status.
+//!
+//! Which side failed is kept by type rather than by a tag: client-side
+//! failures of an exchange are `proxy::UploadError` (a `Kind` to answer, or
+//! the client gone), primary-side ones are `proxy::DownloadError` (a `Kind`
+//! while no response byte was sent, else only a close), and shadow failures
+//! are `io::Error`s inside `mirror`, which only ever become a `failed`
+//! counter: no type path leads from a shadow error to the client's response.
 
 /// What went wrong. Each kind has one status (see [`Kind::status`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,82 +94,5 @@ impl Kind {
                 | Kind::Overloaded
                 | Kind::Io
         )
-    }
-}
-
-/// An engine error: kind, side, and an optional context string.
-#[derive(Debug)]
-pub struct Error {
-    pub kind: Kind,
-    pub side: Side,
-    pub context: Option<String>,
-    pub source: Option<std::io::Error>,
-}
-
-/// Engine result alias.
-pub type Result<T> = std::result::Result<T, Error>;
-
-impl Error {
-    pub fn new(kind: Kind, side: Side) -> Self {
-        Error {
-            kind,
-            side,
-            context: None,
-            source: None,
-        }
-    }
-    pub fn client(kind: Kind) -> Self {
-        Self::new(kind, Side::Client)
-    }
-    pub fn primary(kind: Kind) -> Self {
-        Self::new(kind, Side::Primary)
-    }
-    pub fn io(side: Side, e: std::io::Error) -> Self {
-        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
-            match side {
-                Side::Client => Kind::HeaderTimeout,
-                _ => Kind::GatewayTimeout,
-            }
-        } else {
-            match side {
-                Side::Client => Kind::Io,
-                _ => Kind::BadGateway("upstream connection failed"),
-            }
-        };
-        Error {
-            kind,
-            side,
-            context: None,
-            source: Some(e),
-        }
-    }
-    pub fn context(mut self, ctx: impl Into<String>) -> Self {
-        self.context = Some(ctx.into());
-        self
-    }
-    /// The one mapping from an error to the status sent to a client.
-    pub fn status(&self) -> u16 {
-        self.kind.status()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} side: {}", self.side, self.kind.reason())?;
-        if let Some(c) = &self.context {
-            write!(f, " ({c})")?;
-        }
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

@@ -544,11 +544,15 @@ enum BodyEnd {
 async fn serve_conn(mut stream: TcpStream, sh: &Shared) -> io::Result<()> {
     let limits = RequestLimits::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Answers to pipelined requests, written together once no complete
+    // request is left in `buf` (as hyper's `pipeline_flush` does).
+    let mut pending = BytesMut::with_capacity(4 * 1024);
     loop {
         let head = loop {
             match parse_request(&mut buf, &limits) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {
+                    flush(&mut stream, &mut pending).await?;
                     if read_into(&mut stream, &mut buf).await? == 0 {
                         return Ok(());
                     }
@@ -558,15 +562,17 @@ async fn serve_conn(mut stream: TcpStream, sh: &Shared) -> io::Result<()> {
                         drain_until_eof(&mut stream, &mut buf).await;
                         return Ok(());
                     }
+                    flush(&mut stream, &mut pending).await?;
                     write_error(&mut stream, sh, kind.status(), kind.reason()).await?;
                     close_gracefully(&mut stream, &mut buf).await;
                     return Ok(());
                 }
             }
         };
-        match handle(&mut stream, &mut buf, head, sh).await? {
+        match handle(&mut stream, &mut buf, &mut pending, head, sh).await? {
             Next::KeepAlive => {}
             Next::Close => {
+                flush(&mut stream, &mut pending).await?;
                 close_gracefully(&mut stream, &mut buf).await;
                 return Ok(());
             }
@@ -574,6 +580,18 @@ async fn serve_conn(mut stream: TcpStream, sh: &Shared) -> io::Result<()> {
         }
     }
 }
+
+/// Write out the answers held back for pipelining.
+async fn flush(stream: &mut TcpStream, pending: &mut BytesMut) -> io::Result<()> {
+    if !pending.is_empty() {
+        stream.write_all(pending).await?;
+        pending.clear();
+    }
+    Ok(())
+}
+
+/// Held-back answers beyond this are written at once.
+const PENDING_LIMIT: usize = 32 * 1024;
 
 /// A request being received: its record, filled as the body streams by.
 struct Recording {
@@ -757,6 +775,7 @@ async fn pause(d: Duration) {
 async fn handle(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    pending: &mut BytesMut,
     head: RequestHead,
     sh: &Shared,
 ) -> io::Result<Next> {
@@ -778,9 +797,6 @@ async fn handle(
             }
         });
     }
-    if head.expect_continue && head.has_body() {
-        stream.write_all(CONTINUE).await?;
-    }
     let websocket = cfg.mode != Mode::Garbage && is_websocket(&head);
     let fail = match cfg.fail_every {
         Some(k) if k > 0 && !websocket => {
@@ -789,6 +805,22 @@ async fn handle(
         _ => false,
     };
     let answer = plan(&head, cfg, fail, &mut delay);
+    let plain_mode = !matches!(cfg.mode, Mode::Garbage | Mode::CloseMidBody);
+    if let Answer::Text { status, body } = &answer {
+        if plain_mode && keep && !websocket && delay.is_zero() && !head.has_body() {
+            // Held back while more pipelined requests are waiting in `buf`.
+            rec.finish(sh);
+            text_answer(pending, *status, body, &head, cfg, keep);
+            if pending.len() >= PENDING_LIMIT {
+                flush(stream, pending).await?;
+            }
+            return Ok(Next::KeepAlive);
+        }
+    }
+    flush(stream, pending).await?;
+    if head.expect_continue && head.has_body() {
+        stream.write_all(CONTINUE).await?;
+    }
     if matches!(answer, Answer::Echo) && cfg.mode == Mode::Echo && !websocket {
         return echo(stream, buf, &head, sh, rec, delay).await;
     }
@@ -854,6 +886,30 @@ fn start_head(out: &mut BytesMut, status: u16, head: &RequestHead, cfg: &ServerC
     }
 }
 
+/// A short plain-text answer, appended to `out`.
+fn text_answer(
+    out: &mut BytesMut,
+    status: u16,
+    body: &str,
+    head: &RequestHead,
+    cfg: &ServerConfig,
+    keep: bool,
+) {
+    start_head(out, status, head, cfg, keep);
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    if !bodiless {
+        let _ = write!(
+            out,
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+    if !bodiless && !head.is_head {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
 async fn write_answer(
     stream: &mut TcpStream,
     head: &RequestHead,
@@ -864,19 +920,7 @@ async fn write_answer(
     let mut out = BytesMut::with_capacity(256);
     match answer {
         Answer::Text { status, body } => {
-            start_head(&mut out, status, head, cfg, keep);
-            let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
-            if !bodiless {
-                let _ = write!(
-                    out,
-                    "Content-Type: text/plain\r\nContent-Length: {}\r\n",
-                    body.len()
-                );
-            }
-            out.extend_from_slice(b"\r\n");
-            if !bodiless && !head.is_head {
-                out.extend_from_slice(body.as_bytes());
-            }
+            text_answer(&mut out, status, &body, head, cfg, keep);
             stream.write_all(&out).await
         }
         Answer::Size(n) => {

@@ -3,6 +3,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod compare;
+pub mod deadline;
 pub mod demo;
 pub mod error;
 pub mod h1;

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::deadline::Deadlines;
 use crate::error::Kind;
 use crate::h1::chunked::{encode_chunk, LAST_CHUNK};
 use crate::h1::request::BodyFraming;
@@ -42,6 +43,11 @@ const FLUSH_AT: usize = 64 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most mirrors one route can have that are tracked per request.
 const MAX_MIRRORS: usize = 32;
+/// Size of the allocations the copies' heads are cut from.
+const MIRROR_ARENA: usize = 16 * 1024;
+/// Room left for the copy's edits beyond the client's head (more only costs a
+/// reallocation).
+const MIRROR_HEAD_SLACK: usize = 256;
 
 /// What the connection does after an exchange.
 enum Next {
@@ -76,6 +82,8 @@ async fn serve_requests(
     let mut rbuf = RxBuf::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     let mut spare_fields = Vec::new();
+    // Reused by every exchange of this connection (no allocation per request).
+    let mut pairs: Vec<Rc<Pair>> = Vec::new();
     let mut first = true;
     loop {
         let st = w.state();
@@ -103,7 +111,8 @@ async fn serve_requests(
                 None => server.idle_timeout,
             };
             let timed_out = timeout.is_zero() || {
-                let _ = client.set_read_timeout(Some(timeout));
+                // The deadline is kept by the core's sweeper, not a timer per read.
+                let _ = client.set_read_timeout(None);
                 // Nothing of a request received yet (a new or keep-alive
                 // connection): a drain may close it at once.
                 let waiting = rbuf.is_empty();
@@ -113,7 +122,14 @@ async fn serve_requests(
                     }
                     w.set_idle(slot, true);
                 }
-                let r = rbuf.read_from(client).await;
+                let r = futures_lite::future::or(rbuf.read_from(client), async {
+                    w.deadlines.at(Instant::now() + timeout).await;
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client read timeout",
+                    ))
+                })
+                .await;
                 if waiting {
                     w.set_idle(slot, false);
                 }
@@ -145,7 +161,11 @@ async fn serve_requests(
             }
         };
         first = false;
-        let next = exchange(w, &st, client, &mut rbuf, &mut wbuf, &head, peer_ip).await;
+        let next = exchange(
+            w, &st, client, &mut rbuf, &mut wbuf, &head, peer_ip, &mut pairs,
+        )
+        .await;
+        pairs.clear();
         head.recycle(&mut spare_fields);
         match next {
             Next::KeepAlive if !w.shared.is_draining() => {}
@@ -301,6 +321,7 @@ async fn exchange(
     wbuf: &mut BytesMut,
     head: &RequestHead,
     peer_ip: Option<&str>,
+    pairs: &mut Vec<Rc<Pair>>,
 ) -> Next {
     let start = Instant::now();
     let cfg = &st.gen.config;
@@ -353,7 +374,7 @@ async fn exchange(
     let up_name = cfg.upstreams[up_idx].name.as_str();
     let pstats = &rstats.dests[di];
     let pool = &st.pools[up_idx];
-    let mut up = match pool.get().await {
+    let mut up = match pool.get_at(start).await {
         Ok(c) => c,
         Err(e) => {
             // Refused or connect timeout: the primary is unreachable (502);
@@ -361,7 +382,6 @@ async fn exchange(
             let _ = e;
             let kind = Kind::BadGateway("primary unreachable");
             // A body-less request is complete: its copies are still due.
-            let mut pairs = Vec::new();
             if n_chosen > 0 && !head.has_body() {
                 let mut done = Ok(Uploaded {
                     body_len: 0,
@@ -369,13 +389,12 @@ async fn exchange(
                     up_write_failed: false,
                     copy: Vec::new(),
                 });
-                dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut done, &mut pairs);
+                dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut done, pairs);
             }
             let next = reply_soft(st, client, wbuf, head, kind, &route.name, pstats).await;
-            pstats
-                .duration
-                .record_us(start.elapsed().as_micros() as u64);
-            finish_pairs(&pairs, kind.status(), start, None);
+            let us = start.elapsed().as_micros() as u64;
+            pstats.duration.record_us(us);
+            finish_pairs(pairs, kind.status(), us, None);
             return next;
         }
     };
@@ -400,8 +419,8 @@ async fn exchange(
         ..Default::default()
     };
     write_request_head(wbuf, head, &edits, head.framing.into());
-    let retry_head = (!head.has_body() && head.is_idempotent() && up.reused)
-        .then(|| Bytes::copy_from_slice(wbuf));
+    // Rebuilt (not copied) in the rare case a stale pooled connection is retried.
+    let retry = (!head.has_body() && head.is_idempotent() && up.reused).then_some(edits);
     let mut decoder = match head.framing {
         BodyFraming::None => Decoder::Done,
         BodyFraming::Length(n) => Decoder::length(n),
@@ -416,8 +435,7 @@ async fn exchange(
     // Set once response bytes may have reached the client: an upload error
     // after that can only close the connection, not answer it.
     let response_started = Cell::new(false);
-    let mut rx = std::mem::take(&mut w.spare_out.borrow_mut().0);
-    rx.clear();
+    let mut rx = w.take_out_buf();
     let compare_body = n_chosen > 0
         && chosen
             .iter()
@@ -428,7 +446,6 @@ async fn exchange(
         max_body: server.max_body_bytes,
         copy_cap: (n_chosen > 0).then_some(cfg.mirror.max_body_bytes),
     };
-    let mut pairs: Vec<Rc<Pair>> = Vec::new();
     let (up_result, down_result) = {
         let client_cell = RefCell::new(&mut *client);
         let up_cell = RefCell::new(&mut up.stream);
@@ -452,7 +469,7 @@ async fn exchange(
             &mut rx,
             head,
             compare_body,
-            &w.shared,
+            w,
             (&upload_done, pool.request_timeout, &response_started),
         );
         let mut upload = std::pin::pin!(upload);
@@ -465,7 +482,7 @@ async fn exchange(
             Either::Up(mut u) => {
                 if u.is_ok() {
                     // The body arrived whole and well framed: dispatch the copies now.
-                    dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut u, &mut pairs);
+                    dispatch_copies(w, st, ri, head, peer_ip, &chosen, &mut u, pairs);
                     let d = (&mut download).await;
                     (Some(u), Some(d))
                 } else {
@@ -488,17 +505,17 @@ async fn exchange(
         pstats,
         up,
         pool,
-        retry_head,
+        retry,
         upgrade,
         up_result,
         down_result,
-        &pairs,
+        pairs,
         start,
         compare_body,
         response_started.get(),
     )
     .await;
-    w.spare_out.borrow_mut().0 = rx;
+    w.put_out_buf(rx);
     result
 }
 
@@ -657,9 +674,16 @@ async fn read_primary<R: AsyncRead + Unpin>(
     ubuf: &mut RxBuf,
     sent_at: Option<&Cell<Option<Instant>>>,
     timeout: Duration,
+    dl: &Rc<Deadlines>,
 ) -> io::Result<usize> {
     let timer = async {
         match sent_at {
+            // The common case: the request is out, the head's deadline known.
+            Some(sent) if sent.get().is_some() => {
+                if let Some(t) = sent.get() {
+                    dl.at(t + timeout).await;
+                }
+            }
             Some(sent) => loop {
                 match sent.get() {
                     Some(t) => {
@@ -673,7 +697,7 @@ async fn read_primary<R: AsyncRead + Unpin>(
                     None => glommio::timer::sleep(Duration::from_millis(100)).await,
                 }
             },
-            None => glommio::timer::sleep(timeout).await,
+            None => dl.at(Instant::now() + timeout).await,
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "primary timeout"))
     };
@@ -713,7 +737,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     out: &mut BytesMut,
     head: &RequestHead,
     hash: bool,
-    shared: &crate::shared::Shared,
+    w: &Worker,
     (sent_at, timeout, started): (&Cell<Option<Instant>>, Duration, &Cell<bool>),
 ) -> Result<Downloaded, DownloadError> {
     let mut got_any = !ubuf.is_empty();
@@ -724,7 +748,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             Ok(None) => {}
             Err(why) => return Err(DownloadError::BeforeHead(Kind::BadGateway(why))),
         }
-        match read_primary(up, ubuf, Some(sent_at), timeout).await {
+        match read_primary(up, ubuf, Some(sent_at), timeout, &w.deadlines).await {
             Ok(0) if !got_any => return Err(DownloadError::Stale),
             Ok(0) => {
                 return Err(DownloadError::BeforeHead(Kind::BadGateway(
@@ -747,7 +771,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         return Err(DownloadError::Upgrade(Box::new(resp)));
     }
     let cf = client_framing(&resp, head.version);
-    let keep_alive = head.keep_alive && cf != ClientFraming::Close && !shared.is_draining();
+    let keep_alive = head.keep_alive && cf != ClientFraming::Close && !w.shared.is_draining();
     out.clear();
     write_response_head(out, &resp, cf, head.version, keep_alive);
     started.set(true);
@@ -794,7 +818,7 @@ async fn forward_response<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     }
                     out.clear();
                 }
-                match read_primary(up, ubuf, None, timeout).await {
+                match read_primary(up, ubuf, None, timeout, &w.deadlines).await {
                     Ok(0) => {
                         if rdec.on_eof().is_err() {
                             return Err(DownloadError::AfterHead(status));
@@ -849,7 +873,13 @@ fn dispatch_copies(
         }
         let m = &route.mirrors[c.index];
         let mstats = rstats.mirrors[c.index].clone();
-        let mut mh = BytesMut::with_capacity(head.raw.len() + 64);
+        let mut arena = w.mirror_heads.borrow_mut();
+        let need = head.raw.len() + MIRROR_HEAD_SLACK;
+        if arena.capacity() < need {
+            // Copies' heads are cut from one allocation shared by refcount:
+            // one malloc per ~50 copies instead of one each.
+            *arena = BytesMut::with_capacity(MIRROR_ARENA.max(need));
+        }
         let copy_edits = RequestEdits {
             client_ip,
             upgrade: false,
@@ -863,8 +893,9 @@ fn dispatch_copies(
         } else {
             OutFraming::Length(u.body_len)
         };
-        write_request_head(&mut mh, head, &copy_edits, framing);
-        let mh = mh.freeze();
+        write_request_head(&mut arena, head, &copy_edits, framing);
+        let mh = arena.split().freeze();
+        drop(arena);
         let pair = Pair::new(mstats.clone(), mh);
         pairs.push(pair.clone());
         w.mirror_q.offer(MirrorJob {
@@ -895,7 +926,7 @@ async fn finish_exchange(
     pstats: &PrimaryStats,
     mut up: UpConn,
     pool: &crate::upstream::Pool,
-    retry_head: Option<Bytes>,
+    retry: Option<RequestEdits<'_>>,
     upgrade: bool,
     up_result: Option<Result<Uploaded, UploadError>>,
     down_result: Option<Result<Downloaded, DownloadError>>,
@@ -924,9 +955,11 @@ async fn finish_exchange(
     let mut down = down_result;
     // One retry on a fresh connection when a pooled one was found closed.
     if matches!(down, Some(Err(DownloadError::Stale))) {
-        if let Some(h) = &retry_head {
+        if let Some(edits) = &retry {
+            wbuf.clear();
+            write_request_head(wbuf, head, edits, head.framing.into());
             if let Ok(mut fresh) = pool.connect().await {
-                if fresh.write_all(h).await.is_ok() {
+                if fresh.write_all(wbuf).await.is_ok() {
                     up = fresh;
                     let sent = Cell::new(Some(Instant::now()));
                     down = Some(
@@ -937,7 +970,7 @@ async fn finish_exchange(
                             rx,
                             head,
                             compare_body,
-                            &w.shared,
+                            w,
                             (&sent, pool.request_timeout, &Cell::new(false)),
                         )
                         .await,
@@ -961,8 +994,9 @@ async fn finish_exchange(
                 reply_engine(st, client, wbuf, kind, Some((head, &route.name)), pstats).await;
                 Next::Close
             };
-            pstats.duration.record_us(us());
-            finish_pairs(pairs, kind.status(), start, None);
+            let us = us();
+            pstats.duration.record_us(us);
+            finish_pairs(pairs, kind.status(), us, None);
             return next;
         }
         Some(Err(DownloadError::Upgrade(resp))) => {
@@ -991,7 +1025,7 @@ async fn finish_exchange(
                     pstats,
                 )
                 .await;
-                finish_pairs(pairs, 502, start, None);
+                finish_pairs(pairs, 502, us(), None);
                 return next;
             }
             wbuf.clear();
@@ -1007,21 +1041,23 @@ async fn finish_exchange(
         Some(Err(DownloadError::AfterHead(status)))
         | Some(Err(DownloadError::ClientGone(status))) => {
             pstats.codes.inc(status);
-            pstats.duration.record_us(us());
-            finish_pairs(pairs, 502, start, None);
+            let us = us();
+            pstats.duration.record_us(us);
+            finish_pairs(pairs, 502, us, None);
             return Next::Close;
         }
     };
     // The response completed. Was the request fully sent too?
     let request_done = uploaded.as_ref().is_some_and(|u| !u.up_write_failed);
+    let end = Instant::now();
     if outcome.reusable && request_done {
-        pool.put(up);
+        pool.put_at(up, end);
     }
-    let elapsed = us();
+    let elapsed = end.saturating_duration_since(start).as_micros() as u64;
     // Duration first: a scrape that sees the request counted sees its time.
     pstats.duration.record_us(elapsed);
     pstats.codes.inc(outcome.status);
-    finish_pairs(pairs, outcome.status, start, outcome.digest);
+    finish_pairs(pairs, outcome.status, elapsed, outcome.digest);
     if let Some(log) = st.access_log.as_ref() {
         log.primary_line(
             head.method(),
@@ -1045,11 +1081,7 @@ async fn finish_exchange(
 }
 
 /// Give every copy of this request the primary's outcome.
-fn finish_pairs(pairs: &[Rc<Pair>], status: u16, start: Instant, digest: Option<u64>) {
-    if pairs.is_empty() {
-        return;
-    }
-    let us = start.elapsed().as_micros() as u64;
+fn finish_pairs(pairs: &[Rc<Pair>], status: u16, us: u64, digest: Option<u64>) {
     for p in pairs {
         p.set_primary(Outcome { status, us, digest });
     }

@@ -166,7 +166,12 @@ impl Pool {
 
     /// A pooled connection if one is alive, else a new one.
     pub async fn get(&self) -> io::Result<UpConn> {
-        if let Some(c) = self.take_idle() {
+        self.get_at(Instant::now()).await
+    }
+
+    /// [`Pool::get`] with the caller's clock reading.
+    pub async fn get_at(&self, now: Instant) -> io::Result<UpConn> {
+        if let Some(c) = self.take_idle_at(now) {
             return Ok(c);
         }
         self.connect().await
@@ -174,9 +179,14 @@ impl Pool {
 
     /// A pooled connection that still looks alive.
     pub fn take_idle(&self) -> Option<UpConn> {
+        self.take_idle_at(Instant::now())
+    }
+
+    /// [`Pool::take_idle`] with the caller's clock reading.
+    pub fn take_idle_at(&self, now: Instant) -> Option<UpConn> {
         loop {
             let mut c = self.idle.borrow_mut().pop()?;
-            if c.idle_since.elapsed() >= PROBE_AFTER && !alive(&c.stream) {
+            if now.saturating_duration_since(c.idle_since) >= PROBE_AFTER && !alive(&c.stream) {
                 continue;
             }
             c.reused = true;
@@ -205,13 +215,18 @@ impl Pool {
     }
 
     /// Return a connection whose exchange completed cleanly.
-    pub fn put(&self, mut c: UpConn) {
+    pub fn put(&self, c: UpConn) {
+        self.put_at(c, Instant::now());
+    }
+
+    /// [`Pool::put`] with the caller's clock reading.
+    pub fn put_at(&self, mut c: UpConn, now: Instant) {
         if !c.buf.is_empty() {
             return; // unsolicited bytes: the framing is off, discard
         }
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.max_idle {
-            c.idle_since = Instant::now();
+            c.idle_since = now;
             idle.push(c);
         }
     }

@@ -121,9 +121,20 @@ pub struct Worker {
     free_slots: RefCell<Vec<usize>>,
     pub access_log: Option<Rc<AccessLogger>>,
     accept_stop: Notify,
-    /// A response output buffer lent to one exchange at a time.
-    pub spare_out: RefCell<(bytes::BytesMut,)>,
+    /// Response output buffers, lent to one exchange at a time.
+    spare_out: RefCell<Vec<bytes::BytesMut>>,
+    /// Where mirror copies' heads are written and cut from.
+    pub mirror_heads: RefCell<bytes::BytesMut>,
+    /// Request-path timeouts (head, idle, primary response).
+    pub deadlines: Rc<crate::deadline::Deadlines>,
 }
+
+/// Capacity of an exchange's output buffer.
+const OUT_BUF: usize = 16 * 1024;
+/// Larger buffers (grown by a big body) are not kept.
+const MAX_KEPT_OUT: usize = 256 * 1024;
+/// Spare output buffers kept per core (one per concurrently streaming exchange).
+const MAX_SPARE_OUT: usize = 256;
 
 impl Worker {
     pub fn new(core: usize, shared: Arc<Shared>) -> Rc<Worker> {
@@ -151,8 +162,27 @@ impl Worker {
             free_slots: RefCell::new(Vec::new()),
             access_log,
             accept_stop: Notify::default(),
-            spare_out: RefCell::new((bytes::BytesMut::with_capacity(16 * 1024),)),
+            spare_out: RefCell::new(Vec::new()),
+            mirror_heads: RefCell::new(bytes::BytesMut::new()),
+            deadlines: Rc::default(),
         })
+    }
+
+    /// An output buffer for one exchange (from the spares when there is one).
+    pub fn take_out_buf(&self) -> bytes::BytesMut {
+        self.spare_out
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| bytes::BytesMut::with_capacity(OUT_BUF))
+    }
+
+    /// Give an exchange's output buffer back for the next one.
+    pub fn put_out_buf(&self, mut b: bytes::BytesMut) {
+        let mut spare = self.spare_out.borrow_mut();
+        if spare.len() < MAX_SPARE_OUT && (OUT_BUF..=MAX_KEPT_OUT).contains(&b.capacity()) {
+            b.clear();
+            spare.push(b);
+        }
     }
 
     /// Current per-core state, rebuilt when the generation changed.
@@ -225,6 +255,7 @@ impl Worker {
                 .map(|t| t.detach())
                 .ok();
         }
+        glommio::spawn_local(self.deadlines.clone().run()).detach();
         let watcher = self.clone();
         glommio::spawn_local(async move {
             while !watcher.shared.is_draining() {

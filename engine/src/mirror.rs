@@ -437,9 +437,15 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
         st.lanes[u].decay_service();
     }
     let mut jobs = batch.drain(..);
+    let mut now = sent;
     while let Some(job) = jobs.next() {
-        let r = read_answer(&mut conn, &job, deadline, &mut bufs.fields).await;
-        let now = Instant::now();
+        let mut waited = false;
+        let r = read_answer(&mut conn, &job, deadline, &mut bufs.fields, &mut waited).await;
+        // An answer found whole in what an earlier read brought arrived with
+        // it: the clock is read only after a read.
+        if waited || r.is_err() {
+            now = Instant::now();
+        }
         let us = now.saturating_duration_since(sent).as_micros() as u64;
         match r {
             Ok((status, digest, keep_alive)) => {
@@ -518,6 +524,7 @@ async fn read_answer(
     job: &MirrorJob,
     deadline: Instant,
     fields: &mut Vec<crate::h1::Field>,
+    waited: &mut bool,
 ) -> io::Result<(u16, Option<u64>, bool)> {
     let head = loop {
         match parse_response_reusing(&mut conn.buf, SHADOW_MAX_HEAD, job.head_request, fields) {
@@ -532,6 +539,7 @@ async fn read_answer(
         conn.stream
             .set_read_timeout(Some(remaining(deadline)?))
             .map_err(io::Error::from)?;
+        *waited = true;
         if conn.fill().await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -561,6 +569,7 @@ async fn read_answer(
                 conn.stream
                     .set_read_timeout(Some(remaining(deadline)?))
                     .map_err(io::Error::from)?;
+                *waited = true;
                 if conn.fill().await? == 0 {
                     decoder
                         .on_eof()

@@ -793,6 +793,30 @@ fn limits_431_414_413_408() {
 }
 
 #[test]
+fn idle_keep_alive_connection_closes_after_idle_timeout() {
+    let v1 = upstream("v1", Mode::Fast);
+    let proxy = Proxy::start(&config(
+        "idle_timeout_ms = 300",
+        &[("v1", v1.addr, "")],
+        &route("default", "", &[("v1", 1)]),
+    ));
+    let mut c = Client::new(proxy.addr);
+    c.write(b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read(false).expect("answer").status, 200);
+    // Kept alive while used: a second request inside the idle time passes.
+    std::thread::sleep(Duration::from_millis(100));
+    c.write(b"GET /two HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read(false).expect("answer").status, 200);
+    // Then idle: closed (no answer bytes) after about idle_timeout_ms.
+    let idle_from = Instant::now();
+    assert!(c.closed(), "idle connection not closed");
+    let took = idle_from.elapsed();
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert_eq!(v1.count(), 2);
+}
+
+#[test]
 fn connection_cap_answers_503() {
     let v1 = upstream("v1", Mode::Fast);
     let proxy = Proxy::start(&config(

@@ -30,6 +30,9 @@ pub struct Deadlines {
     slots: RefCell<Vec<Option<Slot>>>,
     free: RefCell<Vec<usize>>,
     armed: Cell<usize>,
+    /// No armed deadline is due before this (a scan is skipped until then;
+    /// may be early after a disarm, never late).
+    next_due: Cell<Option<Instant>>,
     /// The sweeper, parked while nothing is armed.
     sweeper: RefCell<Option<Waker>>,
     sweeper_parked: Cell<bool>,
@@ -63,6 +66,9 @@ impl Deadlines {
             }
         };
         self.armed.set(self.armed.get() + 1);
+        if self.next_due.get().is_none_or(|d| at < d) {
+            self.next_due.set(Some(at));
+        }
         if self.sweeper_parked.replace(false) {
             if let Some(w) = self.sweeper.borrow_mut().take() {
                 w.wake();
@@ -81,18 +87,28 @@ impl Deadlines {
 
     /// Fire every slot due at `now`; returns how many fired.
     fn sweep(&self, now: Instant) -> usize {
+        if self.next_due.get().is_some_and(|d| now < d) {
+            return 0; // idle keep-alive connections cost nothing per tick
+        }
         let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
         {
             let mut slots = self.slots.borrow_mut();
             for s in slots.iter_mut().flatten() {
-                if !s.fired && s.at <= now {
+                if s.fired {
+                    continue;
+                }
+                if s.at <= now {
                     s.fired = true;
                     if let Some(w) = s.waker.take() {
                         due.push(w);
                     }
+                } else if next.is_none_or(|d| s.at < d) {
+                    next = Some(s.at);
                 }
             }
         }
+        self.next_due.set(next);
         let n = due.len();
         // Woken outside the borrow: a woken task may arm or disarm.
         due.into_iter().for_each(Waker::wake);
@@ -232,6 +248,26 @@ mod tests {
             // The slots are reused, not grown.
             dl.at(Instant::now() + Duration::from_millis(5)).await;
             assert_eq!(dl.slots.borrow().len(), 2);
+        });
+    }
+
+    #[test]
+    fn an_earlier_deadline_armed_after_a_scan_still_fires_on_time() {
+        run(|| async {
+            let dl = Rc::new(Deadlines::default());
+            glommio::spawn_local(dl.clone().run()).detach();
+            let far = dl.at(Instant::now() + Duration::from_secs(3600));
+            let far = std::pin::pin!(far);
+            // Arm the far one and let the sweeper scan past it.
+            futures_lite::future::or(far, async {
+                glommio::timer::sleep(TICK * 5).await;
+            })
+            .await;
+            let t0 = Instant::now();
+            dl.at(t0 + Duration::from_millis(30)).await;
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(30), "early: {took:?}");
+            assert!(took < Duration::from_secs(2), "late: {took:?}");
         });
     }
 }

@@ -132,9 +132,10 @@ pub struct Worker {
 /// Capacity of an exchange's output buffer.
 const OUT_BUF: usize = 16 * 1024;
 /// Larger buffers (grown by a big body) are not kept.
-const MAX_KEPT_OUT: usize = 256 * 1024;
-/// Spare output buffers kept per core (one per concurrently streaming exchange).
-const MAX_SPARE_OUT: usize = 256;
+const MAX_KEPT_OUT: usize = 128 * 1024;
+/// Spare output buffers kept per core (one per concurrent exchange, up to
+/// this many: at most 8 MiB held per core after a burst of large bodies).
+const MAX_SPARE_OUT: usize = 64;
 
 impl Worker {
     pub fn new(core: usize, shared: Arc<Shared>) -> Rc<Worker> {

@@ -479,21 +479,15 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         })
         .detach();
     }
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+    while let Some(stream) = crate::worker::accept_or_stop(
+        &listener,
+        || async {
             let _ = stop.acquire(1).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(_)) => {
-                // EMFILE and friends: back off instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        },
+        |_| {},
+    )
+    .await
+    {
         let _ = stream.set_nodelay(true);
         shared.accepted.fetch_add(1, Ordering::AcqRel);
         shared.open.fetch_add(1, Ordering::AcqRel);

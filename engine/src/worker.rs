@@ -294,23 +294,14 @@ impl Worker {
     }
 
     async fn accept_loop(self: &Rc<Self>, listener: &TcpListener) {
-        loop {
-            let accepted =
-                futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                    self.accept_stop.wait().await;
-                    None
-                })
-                .await;
-            let stream = match accepted {
-                None => return,
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    eprintln!("shadowtee: core {}: accept failed: {e}", self.core);
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
+        let core = self.core;
+        while let Some(stream) = accept_or_stop(
+            listener,
+            || self.accept_stop.wait(),
+            |e| eprintln!("shadowtee: core {core}: accept failed: {e}"),
+        )
+        .await
+        {
             self.spawn_conn(stream);
         }
     }
@@ -340,5 +331,33 @@ impl Worker {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         })
         .detach();
+    }
+}
+
+/// Back-off after a failed accept (EMFILE and friends), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The next accepted connection, or `None` once the future made by `stop`
+/// resolves. A failed accept is reported to `on_error` and retried after
+/// [`ACCEPT_BACKOFF`]. Shared by the engine's listeners and the test server's.
+pub async fn accept_or_stop<S: std::future::Future<Output = ()>>(
+    listener: &TcpListener,
+    stop: impl Fn() -> S,
+    on_error: impl Fn(&dyn std::fmt::Display),
+) -> Option<TcpStream> {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return None,
+            Some(Ok(s)) => return Some(s),
+            Some(Err(e)) => {
+                on_error(&e);
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }

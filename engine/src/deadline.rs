@@ -33,9 +33,8 @@ pub struct Deadlines {
     /// No armed deadline is due before this (a scan is skipped until then;
     /// may be early after a disarm, never late).
     next_due: Cell<Option<Instant>>,
-    /// The sweeper, parked while nothing is armed.
+    /// The sweeper's waker while it is parked (nothing armed).
     sweeper: RefCell<Option<Waker>>,
-    sweeper_parked: Cell<bool>,
 }
 
 impl Deadlines {
@@ -69,10 +68,8 @@ impl Deadlines {
         if self.next_due.get().is_none_or(|d| at < d) {
             self.next_due.set(Some(at));
         }
-        if self.sweeper_parked.replace(false) {
-            if let Some(w) = self.sweeper.borrow_mut().take() {
-                w.wake();
-            }
+        if let Some(w) = self.sweeper.borrow_mut().take() {
+            w.wake();
         }
         i
     }
@@ -128,7 +125,7 @@ impl Deadlines {
     }
 }
 
-/// Resolves when the sweeper finds nothing armed... or is woken by `arm`.
+/// The sweeper's wait while nothing is armed; `arm` wakes it.
 struct Park<'a> {
     dl: &'a Deadlines,
 }
@@ -137,11 +134,10 @@ impl Future for Park<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.dl.armed.get() > 0 {
-            self.dl.sweeper_parked.set(false);
+            self.dl.sweeper.borrow_mut().take();
             return Poll::Ready(());
         }
         *self.dl.sweeper.borrow_mut() = Some(cx.waker().clone());
-        self.dl.sweeper_parked.set(true);
         Poll::Pending
     }
 }

@@ -1174,6 +1174,19 @@ impl TeeResult {
 mod tests {
     use super::*;
 
+    fn test_args(repeat: usize, rows: Vec<char>) -> TeeArgs {
+        TeeArgs {
+            duration: Duration::from_secs(1),
+            connections: 1,
+            proxy_cpu: 1,
+            load_cpu: 0,
+            install_peers: false,
+            shadowtee: None,
+            repeat,
+            rows,
+        }
+    }
+
     #[test]
     fn stat_parsing() {
         let s =
@@ -1209,16 +1222,7 @@ mod tests {
         assert!(parse_rows(" , ").is_err());
         let keys: String = ROWS.iter().map(|r| r.key).collect();
         assert_eq!(keys, "abcdhefg");
-        let args = |rows: Vec<char>| TeeArgs {
-            duration: Duration::from_secs(1),
-            connections: 1,
-            proxy_cpu: 1,
-            load_cpu: 0,
-            install_peers: false,
-            shadowtee: None,
-            repeat: 1,
-            rows,
-        };
+        let args = |rows: Vec<char>| test_args(1, rows);
         assert_eq!(args(Vec::new()).selected().len(), ROWS.len());
         let sel: String = args(vec!['a', 'h'])
             .selected()
@@ -1294,16 +1298,7 @@ mod tests {
             r
         };
         let res = TeeResult {
-            args: TeeArgs {
-                duration: Duration::from_secs(1),
-                connections: 1,
-                proxy_cpu: 1,
-                load_cpu: 0,
-                install_peers: false,
-                shadowtee: None,
-                repeat: 3,
-                rows: vec!['c', 'h'],
-            },
+            args: test_args(3, vec!['c', 'h']),
             environment: vec![],
             rows: vec![
                 row(

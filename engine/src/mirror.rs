@@ -398,7 +398,7 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
     let timeout = st.gen.config.mirror.timeout;
     let mut deadline = start + timeout;
     let pool = &st.mirror_pools[u];
-    let conn = match pool.take_idle() {
+    let conn = match pool.take_idle(start) {
         Some(c) => Ok(c),
         None => {
             futures_lite::future::or(pool.connect(), async {
@@ -482,7 +482,7 @@ async fn run_batch(st: &Rc<CoreState>, u: usize, bufs: &mut WriterBufs) {
         }
     }
     if reusable {
-        pool.put(conn);
+        pool.put(conn, now);
     }
 }
 

@@ -106,12 +106,11 @@ async fn serve_requests(
                 }
             }
             let idle = head_deadline.is_none();
-            let timeout = match head_deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => server.idle_timeout,
-            };
-            let timed_out = timeout.is_zero() || {
-                // The deadline is kept by the core's sweeper, not a timer per read.
+            let now = Instant::now();
+            let deadline = head_deadline.unwrap_or(now + server.idle_timeout);
+            let timed_out = now >= deadline || {
+                // The deadline is kept by the core's sweeper, not a timer per
+                // read (clear the one the body reads of an exchange use).
                 let _ = client.set_read_timeout(None);
                 // Nothing of a request received yet (a new or keep-alive
                 // connection): a drain may close it at once.
@@ -123,7 +122,7 @@ async fn serve_requests(
                     w.set_idle(slot, true);
                 }
                 let r = futures_lite::future::or(rbuf.read_from(client), async {
-                    w.deadlines.at(Instant::now() + timeout).await;
+                    w.deadlines.at(deadline).await;
                     Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "client read timeout",
@@ -374,7 +373,7 @@ async fn exchange(
     let up_name = cfg.upstreams[up_idx].name.as_str();
     let pstats = &rstats.dests[di];
     let pool = &st.pools[up_idx];
-    let mut up = match pool.get_at(start).await {
+    let mut up = match pool.get(start).await {
         Ok(c) => c,
         Err(e) => {
             // Refused or connect timeout: the primary is unreachable (502);
@@ -678,24 +677,14 @@ async fn read_primary<R: AsyncRead + Unpin>(
 ) -> io::Result<usize> {
     let timer = async {
         match sent_at {
-            // The common case: the request is out, the head's deadline known.
-            Some(sent) if sent.get().is_some() => {
+            Some(sent) => loop {
+                // Usually set already (the request is out); while an upload
+                // still runs, look again later.
                 if let Some(t) = sent.get() {
                     dl.at(t + timeout).await;
+                    break;
                 }
-            }
-            Some(sent) => loop {
-                match sent.get() {
-                    Some(t) => {
-                        let left = (t + timeout).saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        glommio::timer::sleep(left).await;
-                    }
-                    // Upload still running: look again later.
-                    None => glommio::timer::sleep(Duration::from_millis(100)).await,
-                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
             },
             None => dl.at(Instant::now() + timeout).await,
         }
@@ -1051,7 +1040,7 @@ async fn finish_exchange(
     let request_done = uploaded.as_ref().is_some_and(|u| !u.up_write_failed);
     let end = Instant::now();
     if outcome.reusable && request_done {
-        pool.put_at(up, end);
+        pool.put(up, end);
     }
     let elapsed = end.saturating_duration_since(start).as_micros() as u64;
     // Duration first: a scrape that sees the request counted sees its time.

@@ -164,26 +164,18 @@ impl Pool {
         }
     }
 
-    /// A pooled connection if one is alive, else a new one.
-    pub async fn get(&self) -> io::Result<UpConn> {
-        self.get_at(Instant::now()).await
-    }
-
-    /// [`Pool::get`] with the caller's clock reading.
-    pub async fn get_at(&self, now: Instant) -> io::Result<UpConn> {
-        if let Some(c) = self.take_idle_at(now) {
+    /// A pooled connection if one is alive, else a new one. `now` is the
+    /// caller's clock reading (one per exchange, not one per call).
+    pub async fn get(&self, now: Instant) -> io::Result<UpConn> {
+        if let Some(c) = self.take_idle(now) {
             return Ok(c);
         }
         self.connect().await
     }
 
-    /// A pooled connection that still looks alive.
-    pub fn take_idle(&self) -> Option<UpConn> {
-        self.take_idle_at(Instant::now())
-    }
-
-    /// [`Pool::take_idle`] with the caller's clock reading.
-    pub fn take_idle_at(&self, now: Instant) -> Option<UpConn> {
+    /// A pooled connection that still looks alive (probed when idle longer
+    /// than `PROBE_AFTER` at `now`).
+    pub fn take_idle(&self, now: Instant) -> Option<UpConn> {
         loop {
             let mut c = self.idle.borrow_mut().pop()?;
             if now.saturating_duration_since(c.idle_since) >= PROBE_AFTER && !alive(&c.stream) {
@@ -214,13 +206,8 @@ impl Pool {
         })
     }
 
-    /// Return a connection whose exchange completed cleanly.
-    pub fn put(&self, c: UpConn) {
-        self.put_at(c, Instant::now());
-    }
-
-    /// [`Pool::put`] with the caller's clock reading.
-    pub fn put_at(&self, mut c: UpConn, now: Instant) {
+    /// Return a connection whose exchange completed cleanly at `now`.
+    pub fn put(&self, mut c: UpConn, now: Instant) {
         if !c.buf.is_empty() {
             return; // unsolicited bytes: the framing is off, discard
         }

@@ -9,6 +9,8 @@ pub mod error;
 pub mod h1;
 pub mod mirror;
 pub mod proxy;
+#[cfg(test)]
+mod reactor_tests;
 pub mod ring;
 pub mod runtime;
 pub mod shared;

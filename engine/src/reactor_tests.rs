@@ -1,0 +1,103 @@
+//! Tests of the patched glommio reactor (vendor/README.md): it keeps its
+//! preemption timer armed across loops instead of re-arming it on every
+//! loop, so these check what that must not break: a busy task queue is
+//! still preempted, and a sleeping executor still wakes for the earliest
+//! timer whatever was armed before it.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+
+fn run<G, F>(make: G)
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 10)
+        .preempt_timer(Duration::from_millis(20))
+        .spawn(make)
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+/// Bound for "eventually" in these tests: far above the 20 ms preemption
+/// period and glommio's timer slack, far below a hang.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_busy_task_queue_is_still_preempted_for_another() {
+    run(|| async {
+        let busy_q = glommio::executor().create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_millis(20)),
+            "busy",
+        );
+        let other_q = glommio::executor().create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_millis(20)),
+            "other",
+        );
+        let done = Rc::new(Cell::new(false));
+        let spins = Rc::new(Cell::new(0u64));
+        let (d, s) = (done.clone(), spins.clone());
+        // Never awaits I/O: only a preemption lets the other queue run.
+        let busy = glommio::spawn_local_into(
+            async move {
+                let t0 = Instant::now();
+                while !d.get() && t0.elapsed() < PATIENCE {
+                    s.set(s.get() + 1);
+                    glommio::yield_if_needed().await;
+                }
+            },
+            busy_q,
+        )
+        .expect("spawn busy");
+        let d = done.clone();
+        let other =
+            glommio::spawn_local_into(async move { d.set(true) }, other_q).expect("spawn other");
+        other.await;
+        busy.await;
+        assert!(done.get(), "the other task queue never ran");
+        assert!(spins.get() > 0, "the busy task never ran");
+    });
+}
+
+#[test]
+fn a_short_timer_armed_after_a_long_one_wakes_on_time() {
+    run(|| async {
+        // A long timer is pending in the reactor ...
+        let long = glommio::spawn_local(glommio::timer::sleep(Duration::from_secs(3600)));
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        // ... then a short one: the executor must not sleep until the long one.
+        let t0 = Instant::now();
+        glommio::timer::sleep(Duration::from_millis(30)).await;
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(30), "early: {took:?}");
+        assert!(took < PATIENCE, "late: {took:?}");
+        drop(long);
+    });
+}
+
+#[test]
+fn timers_fire_after_busy_periods_and_while_idle() {
+    run(|| async {
+        for round in 0..5u32 {
+            // Busy for a few preemption periods (the timer gets kept and
+            // re-armed across loops), then idle on a timer.
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(50) {
+                glommio::yield_if_needed().await;
+            }
+            let wait = Duration::from_millis(10 + 15 * u64::from(round));
+            let t1 = Instant::now();
+            glommio::timer::sleep(wait).await;
+            let took = t1.elapsed();
+            assert!(took >= wait, "round {round}: early: {took:?}");
+            assert!(took < PATIENCE, "round {round}: late: {took:?}");
+        }
+    });
+}

@@ -147,6 +147,31 @@ pub(crate) fn has_bare_lf(buf: &[u8]) -> bool {
     }
 }
 
+/// [`has_bare_lf`] for a head httparse has just parsed as `Complete`, looking
+/// only where a `\n` can be: httparse takes a `\n` in a head as a line end
+/// and nowhere else (a method, target, version or field name stops at it; a
+/// field value ends at it; a `\r` must be followed by one). So its `\n`s
+/// are those of the empty lines it skips before the start line (`head[..start]`),
+/// the one before each field line (which begins with its field name, at the
+/// offsets `line_starts`), and the last two lines'. Costs one load per line
+/// instead of a pass over the head.
+#[inline]
+pub(crate) fn has_bare_lf_at_line_ends(
+    head: &[u8],
+    start: usize,
+    mut line_starts: impl Iterator<Item = usize>,
+) -> bool {
+    let n = head.len();
+    let bare = has_bare_lf(&head[..start])
+        // the empty line that ends the head, then the line before it
+        || n < 4
+        || head[n - 2] != b'\r'
+        || head[n - 4] != b'\r'
+        || line_starts.any(|s| s < 2 || head[s - 2] != b'\r');
+    debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
+    bare
+}
+
 /// Header names the codec acts on, recognised by length first so that an
 /// ordinary field costs one length compare instead of a string compare per
 /// known name.

@@ -7,8 +7,8 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    classify, has_bare_lf, list_items, parse_content_length, trim_ows, Field, Known, Span, Version,
-    MAX_HEADERS, MAX_TARGET_LEN,
+    classify, has_bare_lf_at_line_ends, list_items, parse_content_length, trim_ows, Field, Known,
+    Span, Version, MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
 
@@ -177,13 +177,15 @@ pub fn parse_request_reusing(
         Err(httparse::Error::NewLine) => return Err(Kind::BadRequest("invalid line ending")),
         Err(_) => return Err(Kind::BadRequest("malformed request line")),
     };
-    if has_bare_lf(&window[..n]) {
-        return Err(Kind::BadRequest("bare LF in request head"));
-    }
     // httparse guarantees these are present on Complete.
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Kind::BadRequest("malformed request line"));
     };
+    let offset = |s: &[u8]| s.as_ptr() as usize - window.as_ptr() as usize;
+    let line_starts = req.headers.iter().map(|h| offset(h.name.as_bytes()));
+    if has_bare_lf_at_line_ends(&window[..n], offset(method.as_bytes()), line_starts) {
+        return Err(Kind::BadRequest("bare LF in request head"));
+    }
     let version = if minor == 1 {
         Version::Http11
     } else {

@@ -204,8 +204,53 @@ impl Known {
     }
 }
 
+/// Every name [`classify`] knows, for [`MAYBE_KNOWN`].
+const KNOWN_NAMES: [&[u8]; 11] = [
+    b"te",
+    b"host",
+    b"expect",
+    b"upgrade",
+    b"trailer",
+    b"connection",
+    b"keep-alive",
+    b"content-length",
+    b"x-forwarded-for",
+    b"proxy-connection",
+    b"transfer-encoding",
+];
+
+/// Indexed by a name's first byte: bit `len` is set when some known name of
+/// length `len` starts with that byte (either case). One load and a bit test
+/// tell most ordinary fields (`Accept`, `Cookie`, `User-Agent`, ...) from
+/// the known ones before any string compare.
+static MAYBE_KNOWN: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let name = KNOWN_NAMES[i];
+        assert!(name.len() < 32);
+        let first = name[0];
+        t[first as usize] |= 1 << name.len();
+        t[first.to_ascii_uppercase() as usize] |= 1 << name.len();
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 pub(crate) fn classify(name: &[u8]) -> Known {
+    let Some(&first) = name.first() else {
+        return Known::Other;
+    };
+    if name.len() >= 32 || MAYBE_KNOWN[first as usize] & (1 << name.len()) == 0 {
+        return Known::Other;
+    }
+    classify_slow(name)
+}
+
+/// [`classify`] once the first byte and length match a known name.
+#[inline]
+fn classify_slow(name: &[u8]) -> Known {
     let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
     match name.len() {
         2 if is(b"te") => Known::OtherHop,
@@ -226,3 +271,66 @@ pub(crate) fn classify(name: &[u8]) -> Known {
 
 #[cfg(test)]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_knows_each_known_name_in_any_case() {
+        for name in KNOWN_NAMES {
+            let upper = name.to_ascii_uppercase();
+            let mut mixed = name.to_vec();
+            mixed[0] = mixed[0].to_ascii_uppercase();
+            for n in [name, &upper[..], &mixed[..]] {
+                assert_ne!(
+                    classify(n),
+                    Known::Other,
+                    "{:?}",
+                    String::from_utf8_lossy(n)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn classify_prefilter_agrees_with_the_full_compare() {
+        let names: &[&[u8]] = &[
+            b"",
+            b"t",
+            b"te",
+            b"TE",
+            b"tx",
+            b"host",
+            b"hosT",
+            b"hose",
+            b"Accept",
+            b"Cookie",
+            b"Expect",
+            b"expecT",
+            b"upgrade",
+            b"Trailer",
+            b"trailers",
+            b"User-Agent",
+            b"connection",
+            b"Keep-Alive",
+            b"keep_alive",
+            b"content-length",
+            b"Content-Type",
+            b"X-Forwarded-For",
+            b"X-Forwarded-Fox",
+            b"proxy-connection",
+            b"Transfer-Encoding",
+            b"transfer-encodings",
+            b"a-name-that-is-longer-than-thirty-two-bytes",
+        ];
+        for &n in names {
+            let slow = if n.is_empty() {
+                Known::Other
+            } else {
+                classify_slow(n)
+            };
+            assert_eq!(classify(n), slow, "{:?}", String::from_utf8_lossy(n));
+        }
+    }
+}

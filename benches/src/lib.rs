@@ -272,10 +272,11 @@ mod tests {
         let cfg = config_schema::parse(ROUTES_TOML).expect("routes parse");
         assert_eq!(cfg.routes.len(), 10);
         let head = parsed_browser_get();
-        let hit = cfg.routes.iter().position(|r| {
-            r.matcher
-                .matches(head.method(), head.path(), |n| head.header(n))
-        });
+        let path = head.path();
+        let hit = cfg
+            .routes
+            .iter()
+            .position(|r| r.matcher.matches(head.method(), path, |n| head.header(n)));
         assert_eq!(hit, Some(EXPECTED_ROUTE));
     }
 

@@ -324,10 +324,12 @@ async fn exchange(
 ) -> Next {
     let start = Instant::now();
     let cfg = &st.gen.config;
-    let Some(ri) = cfg.routes.iter().position(|r| {
-        r.matcher
-            .matches(head.method(), head.path(), |n| head.header(n))
-    }) else {
+    let path = head.path();
+    let Some(ri) = cfg
+        .routes
+        .iter()
+        .position(|r| r.matcher.matches(head.method(), path, |n| head.header(n)))
+    else {
         return reply_soft(
             st,
             client,

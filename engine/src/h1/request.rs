@@ -44,8 +44,6 @@ pub struct RequestHead {
     /// Target to forward in origin-form (may be empty or start with `?` for an
     /// absolute-form target without a path: write a `/` before it).
     pub target: Span,
-    /// Path without query string (empty for `*`).
-    pub path: Span,
     pub version: Version,
     pub fields: Vec<Field>,
     /// Host field value, or the authority of an absolute-form target.
@@ -70,9 +68,20 @@ impl RequestHead {
     pub fn target(&self) -> &[u8] {
         self.target.get(&self.raw)
     }
+    /// Path without query string (empty for `*`). Found by a scan of the
+    /// target on each call (not at parse time, as most heads are never
+    /// routed on their path): call it once per request.
     #[inline]
     pub fn path(&self) -> &[u8] {
-        self.path.get(&self.raw)
+        let target = self.target();
+        if target == b"*" {
+            return &target[..0];
+        }
+        let end = target
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(target.len());
+        &target[..end]
     }
     #[inline]
     pub fn host(&self) -> Option<&[u8]> {
@@ -225,19 +234,6 @@ pub fn parse_request_reusing(
     } else {
         return Err(Kind::BadRequest("invalid request target"));
     }
-    let tgt = target_span.get(base);
-    let path_len = tgt.iter().position(|&b| b == b'?').unwrap_or(tgt.len());
-    let path_span = if tgt == b"*" {
-        Span {
-            start: target_span.start,
-            end: target_span.start,
-        }
-    } else {
-        Span {
-            start: target_span.start,
-            end: target_span.start + path_len as u32,
-        }
-    };
 
     let mut fields = std::mem::take(spare);
     fields.clear();
@@ -382,7 +378,6 @@ pub fn parse_request_reusing(
         raw,
         method: method_span,
         target: target_span,
-        path: path_span,
         version,
         fields,
         host,

@@ -147,29 +147,36 @@ pub(crate) fn has_bare_lf(buf: &[u8]) -> bool {
     }
 }
 
-/// [`has_bare_lf`] for a head httparse has just parsed as `Complete`, looking
-/// only where a `\n` can be: httparse takes a `\n` in a head as a line end
-/// and nowhere else (a method, target, version or field name stops at it; a
-/// field value ends at it; a `\r` must be followed by one). So its `\n`s
-/// are those of the empty lines it skips before the start line (`head[..start]`),
-/// the one before each field line (which begins with its field name, at the
-/// offsets `line_starts`), and the last two lines'. Costs one load per line
-/// instead of a pass over the head.
+// A bare-LF check for a head httparse has just parsed as `Complete` need
+// only look where a `\n` can be: httparse takes a `\n` in a head as a line
+// end and nowhere else (a method, target, version, status code or field name
+// stops at it; a reason phrase or field value ends at it; a `\r` must be
+// followed by one; obs-fold is rejected). So its `\n`s are those of the empty
+// lines it skips before the start line, the one before each field line, and
+// those of the last two lines. The two functions below cover these at one
+// load per line instead of a pass over the head; in debug builds the parsers
+// assert that they agree with [`has_bare_lf`].
+
+/// Bare LF in `head` (a whole head httparse accepted) other than at the end
+/// of a line followed by a field line: in the empty lines before the start
+/// line, or ending the last two lines.
 #[inline]
-pub(crate) fn has_bare_lf_at_line_ends(
-    head: &[u8],
-    start: usize,
-    mut line_starts: impl Iterator<Item = usize>,
-) -> bool {
+pub(crate) fn bare_lf_outside_field_lines(head: &[u8]) -> bool {
     let n = head.len();
-    let bare = has_bare_lf(&head[..start])
-        // the empty line that ends the head, then the line before it
-        || n < 4
-        || head[n - 2] != b'\r'
-        || head[n - 4] != b'\r'
-        || line_starts.any(|s| s < 2 || head[s - 2] != b'\r');
-    debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
-    bare
+    // httparse skips `\r\n` and `\n` before the start line, which begins
+    // with a token or version byte.
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(n);
+    has_bare_lf(&head[..start]) || n < 4 || head[n - 2] != b'\r' || head[n - 4] != b'\r'
+}
+
+/// Whether the line ending just before the field line that starts at
+/// `line_start` (where its name starts) is a bare LF.
+#[inline]
+pub(crate) fn bare_lf_before_line(head: &[u8], line_start: usize) -> bool {
+    line_start < 2 || head[line_start - 2] != b'\r'
 }
 
 /// Header names the codec acts on, recognised by length first so that an
@@ -237,12 +244,19 @@ static MAYBE_KNOWN: [u32; 256] = {
     t
 };
 
+/// False for most names [`classify`] does not know, true for all it does:
+/// one table load.
+#[inline]
+pub(crate) fn maybe_known(name: &[u8]) -> bool {
+    match name.first() {
+        Some(&first) => name.len() < 32 && MAYBE_KNOWN[first as usize] & (1 << name.len()) != 0,
+        None => false,
+    }
+}
+
 #[inline]
 pub(crate) fn classify(name: &[u8]) -> Known {
-    let Some(&first) = name.first() else {
-        return Known::Other;
-    };
-    if name.len() >= 32 || MAYBE_KNOWN[first as usize] & (1 << name.len()) == 0 {
+    if !maybe_known(name) {
         return Known::Other;
     }
     classify_slow(name)

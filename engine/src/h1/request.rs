@@ -7,8 +7,9 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    classify, has_bare_lf_at_line_ends, list_items, parse_content_length, trim_ows, Field, Known,
-    Span, Version, MAX_HEADERS, MAX_TARGET_LEN,
+    bare_lf_before_line, bare_lf_outside_field_lines, classify, has_bare_lf, list_items,
+    maybe_known, parse_content_length, trim_ows, Field, Known, Span, Version, MAX_HEADERS,
+    MAX_TARGET_LEN,
 };
 use crate::error::Kind;
 
@@ -186,15 +187,36 @@ pub fn parse_request_reusing(
         Err(httparse::Error::NewLine) => return Err(Kind::BadRequest("invalid line ending")),
         Err(_) => return Err(Kind::BadRequest("malformed request line")),
     };
+    let head = &window[..n];
+    match check_head(&req, head, spare) {
+        Ok(mut parsed) => {
+            parsed.raw = buf.split_to(n).freeze();
+            Ok(Some(parsed))
+        }
+        // The bare-LF check comes first whatever else is wrong (the cheap
+        // per-line check in check_head only runs when nothing failed before it).
+        Err(_) if has_bare_lf(head) => Err(BARE_LF),
+        Err(kind) => Err(kind),
+    }
+}
+
+const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
+
+// list_fields notes the fields that may be known in the bits of a u128.
+const _: () = assert!(MAX_HEADERS <= 128);
+
+/// The checks httparse leaves to us, on a head it parsed as `Complete`
+/// (`head` is its bytes); `raw` is left empty for the caller to fill. On
+/// `Err`, the caller must still check for a bare LF, which takes precedence.
+fn check_head(
+    req: &httparse::Request<'_, '_>,
+    head: &[u8],
+    spare: &mut Vec<Field>,
+) -> Result<RequestHead, Kind> {
     // httparse guarantees these are present on Complete.
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Kind::BadRequest("malformed request line"));
     };
-    let offset = |s: &[u8]| s.as_ptr() as usize - window.as_ptr() as usize;
-    let line_starts = req.headers.iter().map(|h| offset(h.name.as_bytes()));
-    if has_bare_lf_at_line_ends(&window[..n], offset(method.as_bytes()), line_starts) {
-        return Err(Kind::BadRequest("bare LF in request head"));
-    }
     let version = if minor == 1 {
         Version::Http11
     } else {
@@ -210,7 +232,7 @@ pub fn parse_request_reusing(
     if method == "CONNECT" {
         return Err(Kind::MethodNotAllowed);
     }
-    let base = window;
+    let base = head;
     let method_span = Span::of(base, method.as_bytes());
     let mut target_span = Span::of(base, target.as_bytes());
     let mut host: Option<Span> = None;
@@ -237,97 +259,36 @@ pub fn parse_request_reusing(
 
     let mut fields = std::mem::take(spare);
     fields.clear();
-    fields.reserve(req.headers.len());
-    let mut host_field: Option<Span> = None;
-    let mut host_count = 0u32;
-    let mut content_length: Option<u64> = None;
-    let mut te_count = 0u32;
-    let mut te_error: Option<Kind> = None;
-    let mut te_chunked = false;
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut conn_upgrade = false;
-    let mut upgrade_value: Option<Span> = None;
-    let mut expect_continue = false;
-    let mut forwarded_for: Option<Span> = None;
-    let mut conn_named: Vec<&[u8]> = Vec::new();
-
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        let value = h.value;
-        let kind = classify(name);
-        let mut hop = kind.is_hop();
-        if kind == Known::Host {
-            host_count += 1;
-            if host_count > 1 {
-                return Err(Kind::BadRequest("duplicate Host"));
-            }
-            let v = trim_ows(value);
-            if !valid_authority(v) && !v.is_empty() {
-                return Err(Kind::BadRequest("invalid Host"));
-            }
-            host_field = Some(Span::of(base, v));
-            hop = true; // re-written from the parse
-        } else if kind == Known::ContentLength {
-            let Some(n) = parse_content_length(value) else {
-                return Err(Kind::BadRequest("invalid Content-Length"));
-            };
-            if content_length.is_some_and(|m| m != n) {
-                return Err(Kind::BadRequest("conflicting Content-Length"));
-            }
-            content_length = Some(n);
-        } else if kind == Known::TransferEncoding {
-            te_count += 1;
-            let v = trim_ows(value);
-            if v.eq_ignore_ascii_case(b"chunked") {
-                te_chunked = true;
-            } else if list_items(v).next().is_none() {
-                te_error.get_or_insert(Kind::BadRequest("empty Transfer-Encoding"));
-            } else {
-                // any other coding, or a list: only a single `chunked` is supported
-                let only_chunked = list_items(v).all(|c| c.eq_ignore_ascii_case(b"chunked"));
-                te_error.get_or_insert(if only_chunked {
-                    Kind::BadRequest("chunked applied more than once")
-                } else if version == Version::Http10 {
-                    Kind::BadRequest("Transfer-Encoding in HTTP/1.0")
-                } else {
-                    Kind::UnsupportedCoding
-                });
-            }
-        } else if kind == Known::Connection {
-            for tok in list_items(value) {
-                if tok.eq_ignore_ascii_case(b"close") {
-                    conn_close = true;
-                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                    conn_keep_alive = true;
-                } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                    conn_upgrade = true;
-                } else {
-                    conn_named.push(tok);
-                }
-            }
-        } else if kind == Known::Upgrade {
-            upgrade_value = Some(Span::of(base, trim_ows(value)));
-        } else if kind == Known::Expect {
-            // RFC 9110 §10.1.1: ignored in HTTP/1.0.
-            if version == Version::Http11 && trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            }
-            hop = true; // the engine answers 100-continue itself
-        } else if kind == Known::XForwardedFor {
-            if forwarded_for.is_some() {
-                // keep the first; write.rs folds every line into one list
-            } else {
-                forwarded_for = Some(Span::of(base, trim_ows(value)));
-            }
-            hop = true;
-        }
-        fields.push(Field {
-            name: Span::of(base, name),
-            value: Span::of(base, value),
-            hop,
-        });
+    // One tight pass over the fields, then the few that may be known.
+    let (bare_line, mut maybe) = list_fields(head, req.headers, &mut fields);
+    let bare = bare_line || bare_lf_outside_field_lines(head);
+    debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
+    if bare {
+        return Err(BARE_LF);
     }
+    // Then the known fields, in order.
+    let mut seen = Seen::default();
+    while maybe != 0 {
+        let i = maybe.trailing_zeros() as usize;
+        maybe &= maybe - 1;
+        let h = &req.headers[i];
+        fields[i].hop = seen.field(base, h.name.as_bytes(), h.value, version)?;
+    }
+    let Seen {
+        host_field,
+        host_count,
+        content_length,
+        te_count,
+        te_error,
+        te_chunked,
+        conn_close,
+        conn_keep_alive,
+        conn_upgrade,
+        upgrade_value,
+        expect_continue,
+        forwarded_for,
+        conn_named,
+    } = seen;
     // Ambiguity first: CL with any TE is a 400 whatever the coding.
     if te_count > 0 && content_length.is_some() {
         return Err(Kind::BadRequest(
@@ -373,9 +334,8 @@ pub fn parse_request_reusing(
     };
     let is_head = method == "HEAD";
     let host = host.or(host_field);
-    let raw = buf.split_to(n).freeze();
-    Ok(Some(RequestHead {
-        raw,
+    Ok(RequestHead {
+        raw: Bytes::new(),
         method: method_span,
         target: target_span,
         version,
@@ -387,7 +347,148 @@ pub fn parse_request_reusing(
         upgrade,
         forwarded_for,
         is_head,
-    }))
+    })
+}
+
+/// Append the fields of `headers` (parsed from `head`) to `fields`, and note
+/// without acting on them whether a field line follows a bare LF, and which
+/// fields may be known ones (bit `i`: `headers[i]`). Out of line, so that
+/// its loop keeps its few variables in registers.
+#[inline(never)]
+fn list_fields(
+    head: &[u8],
+    headers: &[httparse::Header<'_>],
+    fields: &mut Vec<Field>,
+) -> (bool, u128) {
+    let mut bare = false;
+    let mut maybe = 0u128;
+    fields.reserve(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        let name = Span::of(head, h.name.as_bytes());
+        bare |= bare_lf_before_line(head, name.start as usize);
+        if maybe_known(h.name.as_bytes()) {
+            maybe |= 1 << i;
+        }
+        fields.push(Field {
+            name,
+            value: Span::of(head, h.value),
+            hop: false,
+        });
+    }
+    (bare, maybe)
+}
+
+/// What the fields [`classify`] knows said, gathered over a head.
+#[derive(Default)]
+struct Seen<'a> {
+    host_field: Option<Span>,
+    host_count: u32,
+    content_length: Option<u64>,
+    te_count: u32,
+    te_error: Option<Kind>,
+    te_chunked: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    upgrade_value: Option<Span>,
+    expect_continue: bool,
+    forwarded_for: Option<Span>,
+    /// Other names listed in Connection (their fields are hop-by-hop).
+    conn_named: Vec<&'a [u8]>,
+}
+
+impl<'a> Seen<'a> {
+    /// Take in one field that [`maybe_known`] picked; whether it is hop-by-hop
+    /// (or rewritten), so not forwarded as-is. Out of line: most fields are
+    /// not known, and the loop over them stays small.
+    #[inline(never)]
+    fn field(
+        &mut self,
+        base: &[u8],
+        name: &[u8],
+        value: &'a [u8],
+        version: Version,
+    ) -> Result<bool, Kind> {
+        let kind = classify(name);
+        let mut hop = kind.is_hop();
+        match kind {
+            Known::Host => {
+                self.host_count += 1;
+                if self.host_count > 1 {
+                    return Err(Kind::BadRequest("duplicate Host"));
+                }
+                let v = trim_ows(value);
+                if !valid_authority(v) && !v.is_empty() {
+                    return Err(Kind::BadRequest("invalid Host"));
+                }
+                self.host_field = Some(Span::of(base, v));
+                hop = true; // re-written from the parse
+            }
+            Known::ContentLength => {
+                let Some(n) = parse_content_length(value) else {
+                    return Err(Kind::BadRequest("invalid Content-Length"));
+                };
+                if self.content_length.is_some_and(|m| m != n) {
+                    return Err(Kind::BadRequest("conflicting Content-Length"));
+                }
+                self.content_length = Some(n);
+            }
+            Known::TransferEncoding => {
+                self.te_count += 1;
+                let v = trim_ows(value);
+                if v.eq_ignore_ascii_case(b"chunked") {
+                    self.te_chunked = true;
+                } else if list_items(v).next().is_none() {
+                    self.te_error
+                        .get_or_insert(Kind::BadRequest("empty Transfer-Encoding"));
+                } else {
+                    // any other coding, or a list: only a single `chunked` is supported
+                    let only_chunked = list_items(v).all(|c| c.eq_ignore_ascii_case(b"chunked"));
+                    self.te_error.get_or_insert(if only_chunked {
+                        Kind::BadRequest("chunked applied more than once")
+                    } else if version == Version::Http10 {
+                        Kind::BadRequest("Transfer-Encoding in HTTP/1.0")
+                    } else {
+                        Kind::UnsupportedCoding
+                    });
+                }
+            }
+            Known::Connection => {
+                for tok in list_items(value) {
+                    if tok.eq_ignore_ascii_case(b"close") {
+                        self.conn_close = true;
+                    } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                        self.conn_keep_alive = true;
+                    } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                        self.conn_upgrade = true;
+                    } else {
+                        self.conn_named.push(tok);
+                    }
+                }
+            }
+            Known::Upgrade => {
+                self.upgrade_value = Some(Span::of(base, trim_ows(value)));
+            }
+            Known::Expect => {
+                // RFC 9110 §10.1.1: ignored in HTTP/1.0.
+                if version == Version::Http11
+                    && trim_ows(value).eq_ignore_ascii_case(b"100-continue")
+                {
+                    self.expect_continue = true;
+                }
+                hop = true; // the engine answers 100-continue itself
+            }
+            Known::XForwardedFor => {
+                if self.forwarded_for.is_none() {
+                    // keep the first; write.rs folds every line into one list
+                    self.forwarded_for = Some(Span::of(base, trim_ows(value)));
+                }
+                hop = true;
+            }
+            Known::OtherHop | Known::Other => {}
+        }
+        Ok(hop)
+    }
 }
 
 /// 505 when the request line names an HTTP version we do not speak, else 400.

@@ -179,6 +179,55 @@ pub(crate) fn bare_lf_before_line(head: &[u8], line_start: usize) -> bool {
     line_start < 2 || head[line_start - 2] != b'\r'
 }
 
+/// `a.eq_ignore_ascii_case(lower)` for a `lower` with no uppercase letter,
+/// 8 bytes at a time: `x | m == k` holds exactly for `x` in {`k`, `k` in
+/// uppercase} where `m` is 0x20 (`k` a lowercase letter), and for `x == k`
+/// only where `m` is 0. With `lower` a constant, `m` and `k` fold away.
+#[inline(always)]
+pub(crate) fn eq_ignore_case_lower(a: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(u8::is_ascii_uppercase));
+    let n = lower.len();
+    if a.len() != n {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(lower).all(|(&x, &k)| x | case_bit(k) == k);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mask = |at: usize| {
+        let mut w = [0u8; 8];
+        for (m, &k) in w.iter_mut().zip(&lower[at..at + 8]) {
+            *m = case_bit(k);
+        }
+        u64::from_le_bytes(w)
+    };
+    // Words at 0, 8, ... and a last one ending at `n` (it may overlap).
+    let mut at = 0;
+    loop {
+        let at_ = at.min(n - 8);
+        if word(a, at_) | mask(at_) != word(lower, at_) {
+            return false;
+        }
+        at += 8;
+        if at >= n {
+            return true;
+        }
+    }
+}
+
+#[inline(always)]
+fn case_bit(k: u8) -> u8 {
+    if k.is_ascii_lowercase() {
+        0x20
+    } else {
+        0
+    }
+}
+
 /// Header names the codec acts on, recognised by length first so that an
 /// ordinary field costs one length compare instead of a string compare per
 /// known name.
@@ -265,7 +314,7 @@ pub(crate) fn classify(name: &[u8]) -> Known {
 /// [`classify`] once the first byte and length match a known name.
 #[inline]
 fn classify_slow(name: &[u8]) -> Known {
-    let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
+    let is = |k: &[u8]| eq_ignore_case_lower(name, k);
     match name.len() {
         2 if is(b"te") => Known::OtherHop,
         4 if is(b"host") => Known::Host,
@@ -289,6 +338,63 @@ mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eq_ignore_case_lower_is_eq_ignore_ascii_case() {
+        let keys: &[&[u8]] = &[
+            b"",
+            b"te",
+            b"host",
+            b"close",
+            b"chunked",
+            b"upgrade",
+            b"keep-alive",
+            b"100-continue",
+            b"content-length",
+            b"x-forwarded-for",
+            b"transfer-encoding",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for &k in keys {
+            // Every byte value at every position, on the key in both cases.
+            for base in [k.to_vec(), k.to_ascii_uppercase()] {
+                for i in 0..base.len() {
+                    for b in 0..=255u8 {
+                        let mut a = base.clone();
+                        a[i] = b;
+                        assert_eq!(eq_ignore_case_lower(&a, k), a.eq_ignore_ascii_case(k));
+                    }
+                }
+            }
+            // Random case flips and lengths.
+            for _ in 0..2000 {
+                let mut a: Vec<u8> = k
+                    .iter()
+                    .map(|&b| {
+                        if next() & 1 == 0 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    })
+                    .collect();
+                match next() % 4 {
+                    0 => a.push(b'a'),
+                    1 => {
+                        a.pop();
+                    }
+                    _ => {}
+                }
+                assert_eq!(eq_ignore_case_lower(&a, k), a.eq_ignore_ascii_case(k));
+            }
+        }
+    }
 
     #[test]
     fn classify_knows_each_known_name_in_any_case() {

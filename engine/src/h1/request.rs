@@ -7,9 +7,9 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    bare_lf_before_line, bare_lf_outside_field_lines, classify, has_bare_lf, list_items,
-    maybe_known, parse_content_length, trim_ows, Field, Known, Span, Version, MAX_HEADERS,
-    MAX_TARGET_LEN,
+    bare_lf_before_line, bare_lf_outside_field_lines, classify, eq_ignore_case_lower, has_bare_lf,
+    list_items, maybe_known, parse_content_length, trim_ows, Field, Known, Span, Version,
+    MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
 
@@ -454,6 +454,16 @@ impl<'a> Seen<'a> {
                 }
             }
             Known::Connection => {
+                // One token, most often: the same as the list below, sooner.
+                let v = trim_ows(value);
+                if eq_ignore_case_lower(v, b"keep-alive") {
+                    self.conn_keep_alive = true;
+                    return Ok(hop);
+                }
+                if eq_ignore_case_lower(v, b"close") {
+                    self.conn_close = true;
+                    return Ok(hop);
+                }
                 for tok in list_items(value) {
                     if tok.eq_ignore_ascii_case(b"close") {
                         self.conn_close = true;

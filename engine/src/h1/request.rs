@@ -188,16 +188,16 @@ pub fn parse_request_reusing(
         Err(_) => return Err(Kind::BadRequest("malformed request line")),
     };
     let head = &window[..n];
-    match check_head(&req, head, spare) {
-        Ok(mut parsed) => {
-            parsed.raw = buf.split_to(n).freeze();
-            Ok(Some(parsed))
-        }
+    // Built in place (check_head returns our type), then given its bytes.
+    let mut parsed = check_head(&req, head, spare);
+    match &mut parsed {
+        Ok(Some(parsed)) => parsed.raw = buf.split_to(n).freeze(),
         // The bare-LF check comes first whatever else is wrong (the cheap
         // per-line check in check_head only runs when nothing failed before it).
-        Err(_) if has_bare_lf(head) => Err(BARE_LF),
-        Err(kind) => Err(kind),
+        Err(kind) if has_bare_lf(head) => *kind = BARE_LF,
+        _ => {}
     }
+    parsed
 }
 
 const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
@@ -206,13 +206,15 @@ const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
 const _: () = assert!(MAX_HEADERS <= 128);
 
 /// The checks httparse leaves to us, on a head it parsed as `Complete`
-/// (`head` is its bytes); `raw` is left empty for the caller to fill. On
-/// `Err`, the caller must still check for a bare LF, which takes precedence.
+/// (`head` is its bytes): `Ok(Some(_))` with `raw` left empty for the caller
+/// to fill. On `Err`, the caller must still check for a bare LF, which takes
+/// precedence.
+#[inline(always)]
 fn check_head(
     req: &httparse::Request<'_, '_>,
     head: &[u8],
     spare: &mut Vec<Field>,
-) -> Result<RequestHead, Kind> {
+) -> Result<Option<RequestHead>, Kind> {
     // httparse guarantees these are present on Complete.
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Kind::BadRequest("malformed request line"));
@@ -274,67 +276,52 @@ fn check_head(
         let h = &req.headers[i];
         fields[i].hop = seen.field(base, h.name.as_bytes(), h.value, version)?;
     }
-    let Seen {
-        host_field,
-        host_count,
-        content_length,
-        te_count,
-        te_error,
-        te_chunked,
-        conn_close,
-        conn_keep_alive,
-        conn_upgrade,
-        upgrade_value,
-        expect_continue,
-        forwarded_for,
-        conn_named,
-    } = seen;
     // Ambiguity first: CL with any TE is a 400 whatever the coding.
-    if te_count > 0 && content_length.is_some() {
+    if seen.te_count > 0 && seen.content_length.is_some() {
         return Err(Kind::BadRequest(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    if let Some(kind) = te_error {
+    if let Some(kind) = seen.te_error {
         return Err(kind);
     }
-    if te_count > 1 {
+    if seen.te_count > 1 {
         return Err(Kind::BadRequest("duplicate Transfer-Encoding"));
     }
-    if te_chunked && version == Version::Http10 {
+    if seen.te_chunked && version == Version::Http10 {
         return Err(Kind::BadRequest("Transfer-Encoding in HTTP/1.0"));
     }
-    if version == Version::Http11 && host_count == 0 {
+    if version == Version::Http11 && seen.host_count == 0 {
         return Err(Kind::BadRequest("missing Host"));
     }
-    if !conn_named.is_empty() {
+    if !seen.conn_named.is_empty() {
         for f in fields.iter_mut() {
             let name = f.name.get(base);
-            if conn_named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+            if seen.conn_named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
                 f.hop = true;
             }
         }
     }
-    let framing = if te_chunked {
+    let framing = if seen.te_chunked {
         BodyFraming::Chunked
     } else {
-        match content_length {
+        match seen.content_length {
             Some(0) | None => BodyFraming::None,
             Some(n) => BodyFraming::Length(n),
         }
     };
     let keep_alive = match version {
-        Version::Http11 => !conn_close,
-        Version::Http10 => conn_keep_alive && !conn_close,
+        Version::Http11 => !seen.conn_close,
+        Version::Http10 => seen.conn_keep_alive && !seen.conn_close,
     };
-    let upgrade = if conn_upgrade && version == Version::Http11 {
-        upgrade_value.filter(|s| !s.is_empty())
+    let upgrade = if seen.conn_upgrade && version == Version::Http11 {
+        seen.upgrade_value.filter(|s| !s.is_empty())
     } else {
         None
     };
     let is_head = method == "HEAD";
-    let host = host.or(host_field);
-    Ok(RequestHead {
+    let host = host.or(seen.host_field);
+    Ok(Some(RequestHead {
         raw: Bytes::new(),
         method: method_span,
         target: target_span,
@@ -343,11 +330,11 @@ fn check_head(
         host,
         framing,
         keep_alive,
-        expect_continue,
+        expect_continue: seen.expect_continue,
         upgrade,
-        forwarded_for,
+        forwarded_for: seen.forwarded_for,
         is_head,
-    })
+    }))
 }
 
 /// Append the fields of `headers` (parsed from `head`) to `fields`, and note

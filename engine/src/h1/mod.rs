@@ -176,7 +176,7 @@ pub(crate) fn bare_lf_outside_field_lines(head: &[u8]) -> bool {
 /// `line_start` (where its name starts) is a bare LF.
 #[inline]
 pub(crate) fn bare_lf_before_line(head: &[u8], line_start: usize) -> bool {
-    line_start < 2 || head[line_start - 2] != b'\r'
+    head.get(line_start.wrapping_sub(2)) != Some(&b'\r')
 }
 
 /// `a.eq_ignore_ascii_case(lower)` for a `lower` with no uppercase letter,

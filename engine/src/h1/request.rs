@@ -188,154 +188,142 @@ pub fn parse_request_reusing(
         Err(_) => return Err(Kind::BadRequest("malformed request line")),
     };
     let head = &window[..n];
-    // Built in place (check_head returns our type), then given its bytes.
-    let mut parsed = check_head(&req, head, spare);
-    match &mut parsed {
-        Ok(Some(parsed)) => parsed.raw = buf.split_to(n).freeze(),
-        // The bare-LF check comes first whatever else is wrong (the cheap
-        // per-line check in check_head only runs when nothing failed before it).
-        Err(kind) if has_bare_lf(head) => *kind = BARE_LF,
-        _ => {}
-    }
-    parsed
+    // The checks httparse leaves to us. Each failure breaks out with its
+    // error, to be replaced by the bare-LF error when the head has a bare
+    // LF: that check comes first whatever else is wrong (the cheap per-line
+    // check below only runs when nothing failed before it).
+    let err = 'checks: {
+        // httparse guarantees these are present on Complete.
+        let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+            break 'checks Kind::BadRequest("malformed request line");
+        };
+        let version = if minor == 1 {
+            Version::Http11
+        } else {
+            Version::Http10
+        };
+        if target.len() > MAX_TARGET_LEN {
+            break 'checks Kind::UriTooLong;
+        }
+        if !target.is_ascii() {
+            // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
+            break 'checks Kind::BadRequest("non-ASCII byte in request target");
+        }
+        if method == "CONNECT" {
+            break 'checks Kind::MethodNotAllowed;
+        }
+        let base = head;
+        let method_span = Span::of(base, method.as_bytes());
+        let mut target_span = Span::of(base, target.as_bytes());
+        let mut host: Option<Span> = None;
+        let tb = target.as_bytes();
+        if tb[0] == b'/' {
+            // origin-form
+        } else if tb == b"*" {
+            if method != "OPTIONS" {
+                break 'checks Kind::BadRequest(
+                    "asterisk-form target on a method other than OPTIONS",
+                );
+            }
+        } else if let Some((authority, rest)) = split_absolute(tb) {
+            if authority.is_empty() || !valid_authority(authority) {
+                break 'checks Kind::BadRequest("invalid authority in absolute-form target");
+            }
+            host = Some(Span::of(base, authority));
+            target_span = Span::of(base, rest);
+        } else {
+            break 'checks Kind::BadRequest("invalid request target");
+        }
+
+        let mut fields = std::mem::take(spare);
+        fields.clear();
+        // One tight pass over the fields, then the few that may be known.
+        let (bare_line, mut maybe) = list_fields(head, req.headers, &mut fields);
+        let bare = bare_line || bare_lf_outside_field_lines(head);
+        debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
+        if bare {
+            break 'checks BARE_LF;
+        }
+        // Then the known fields, in order.
+        let mut seen = Seen::default();
+        while maybe != 0 {
+            let i = maybe.trailing_zeros() as usize;
+            maybe &= maybe - 1;
+            let h = &req.headers[i];
+            match seen.field(base, h.name.as_bytes(), h.value, version) {
+                Ok(hop) => fields[i].hop = hop,
+                Err(kind) => break 'checks kind,
+            }
+        }
+        // Ambiguity first: CL with any TE is a 400 whatever the coding.
+        if seen.te_count > 0 && seen.content_length.is_some() {
+            break 'checks Kind::BadRequest("both Content-Length and Transfer-Encoding");
+        }
+        if let Some(kind) = seen.te_error {
+            break 'checks kind;
+        }
+        if seen.te_count > 1 {
+            break 'checks Kind::BadRequest("duplicate Transfer-Encoding");
+        }
+        if seen.te_chunked && version == Version::Http10 {
+            break 'checks Kind::BadRequest("Transfer-Encoding in HTTP/1.0");
+        }
+        if version == Version::Http11 && seen.host_count == 0 {
+            break 'checks Kind::BadRequest("missing Host");
+        }
+        if !seen.conn_named.is_empty() {
+            for f in fields.iter_mut() {
+                let name = f.name.get(base);
+                if seen.conn_named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                    f.hop = true;
+                }
+            }
+        }
+        let framing = if seen.te_chunked {
+            BodyFraming::Chunked
+        } else {
+            match seen.content_length {
+                Some(0) | None => BodyFraming::None,
+                Some(n) => BodyFraming::Length(n),
+            }
+        };
+        let keep_alive = match version {
+            Version::Http11 => !seen.conn_close,
+            Version::Http10 => seen.conn_keep_alive && !seen.conn_close,
+        };
+        let upgrade = if seen.conn_upgrade && version == Version::Http11 {
+            seen.upgrade_value.filter(|s| !s.is_empty())
+        } else {
+            None
+        };
+        let is_head = method == "HEAD";
+        let host = host.or(seen.host_field);
+        let (expect_continue, forwarded_for) = (seen.expect_continue, seen.forwarded_for);
+        // `seen` borrows from `buf`, which now gives up the head's bytes.
+        drop(seen);
+        let raw = buf.split_to(n).freeze();
+        return Ok(Some(RequestHead {
+            raw,
+            method: method_span,
+            target: target_span,
+            version,
+            fields,
+            host,
+            framing,
+            keep_alive,
+            expect_continue,
+            upgrade,
+            forwarded_for,
+            is_head,
+        }));
+    };
+    Err(if has_bare_lf(head) { BARE_LF } else { err })
 }
 
 const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
 
 // list_fields notes the fields that may be known in the bits of a u128.
 const _: () = assert!(MAX_HEADERS <= 128);
-
-/// The checks httparse leaves to us, on a head it parsed as `Complete`
-/// (`head` is its bytes): `Ok(Some(_))` with `raw` left empty for the caller
-/// to fill. On `Err`, the caller must still check for a bare LF, which takes
-/// precedence.
-#[inline(always)]
-fn check_head(
-    req: &httparse::Request<'_, '_>,
-    head: &[u8],
-    spare: &mut Vec<Field>,
-) -> Result<Option<RequestHead>, Kind> {
-    // httparse guarantees these are present on Complete.
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(Kind::BadRequest("malformed request line"));
-    };
-    let version = if minor == 1 {
-        Version::Http11
-    } else {
-        Version::Http10
-    };
-    if target.len() > MAX_TARGET_LEN {
-        return Err(Kind::UriTooLong);
-    }
-    if !target.is_ascii() {
-        // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
-        return Err(Kind::BadRequest("non-ASCII byte in request target"));
-    }
-    if method == "CONNECT" {
-        return Err(Kind::MethodNotAllowed);
-    }
-    let base = head;
-    let method_span = Span::of(base, method.as_bytes());
-    let mut target_span = Span::of(base, target.as_bytes());
-    let mut host: Option<Span> = None;
-    let tb = target.as_bytes();
-    if tb[0] == b'/' {
-        // origin-form
-    } else if tb == b"*" {
-        if method != "OPTIONS" {
-            return Err(Kind::BadRequest(
-                "asterisk-form target on a method other than OPTIONS",
-            ));
-        }
-    } else if let Some((authority, rest)) = split_absolute(tb) {
-        if authority.is_empty() || !valid_authority(authority) {
-            return Err(Kind::BadRequest(
-                "invalid authority in absolute-form target",
-            ));
-        }
-        host = Some(Span::of(base, authority));
-        target_span = Span::of(base, rest);
-    } else {
-        return Err(Kind::BadRequest("invalid request target"));
-    }
-
-    let mut fields = std::mem::take(spare);
-    fields.clear();
-    // One tight pass over the fields, then the few that may be known.
-    let (bare_line, mut maybe) = list_fields(head, req.headers, &mut fields);
-    let bare = bare_line || bare_lf_outside_field_lines(head);
-    debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
-    if bare {
-        return Err(BARE_LF);
-    }
-    // Then the known fields, in order.
-    let mut seen = Seen::default();
-    while maybe != 0 {
-        let i = maybe.trailing_zeros() as usize;
-        maybe &= maybe - 1;
-        let h = &req.headers[i];
-        fields[i].hop = seen.field(base, h.name.as_bytes(), h.value, version)?;
-    }
-    // Ambiguity first: CL with any TE is a 400 whatever the coding.
-    if seen.te_count > 0 && seen.content_length.is_some() {
-        return Err(Kind::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if let Some(kind) = seen.te_error {
-        return Err(kind);
-    }
-    if seen.te_count > 1 {
-        return Err(Kind::BadRequest("duplicate Transfer-Encoding"));
-    }
-    if seen.te_chunked && version == Version::Http10 {
-        return Err(Kind::BadRequest("Transfer-Encoding in HTTP/1.0"));
-    }
-    if version == Version::Http11 && seen.host_count == 0 {
-        return Err(Kind::BadRequest("missing Host"));
-    }
-    if !seen.conn_named.is_empty() {
-        for f in fields.iter_mut() {
-            let name = f.name.get(base);
-            if seen.conn_named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
-                f.hop = true;
-            }
-        }
-    }
-    let framing = if seen.te_chunked {
-        BodyFraming::Chunked
-    } else {
-        match seen.content_length {
-            Some(0) | None => BodyFraming::None,
-            Some(n) => BodyFraming::Length(n),
-        }
-    };
-    let keep_alive = match version {
-        Version::Http11 => !seen.conn_close,
-        Version::Http10 => seen.conn_keep_alive && !seen.conn_close,
-    };
-    let upgrade = if seen.conn_upgrade && version == Version::Http11 {
-        seen.upgrade_value.filter(|s| !s.is_empty())
-    } else {
-        None
-    };
-    let is_head = method == "HEAD";
-    let host = host.or(seen.host_field);
-    Ok(Some(RequestHead {
-        raw: Bytes::new(),
-        method: method_span,
-        target: target_span,
-        version,
-        fields,
-        host,
-        framing,
-        keep_alive,
-        expect_continue: seen.expect_continue,
-        upgrade,
-        forwarded_for: seen.forwarded_for,
-        is_head,
-    }))
-}
 
 /// Append the fields of `headers` (parsed from `head`) to `fields`, and note
 /// without acting on them whether a field line follows a bare LF, and which

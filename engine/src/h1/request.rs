@@ -374,9 +374,8 @@ struct Seen<'a> {
 
 impl<'a> Seen<'a> {
     /// Take in one field that [`maybe_known`] picked; whether it is hop-by-hop
-    /// (or rewritten), so not forwarded as-is. Out of line: most fields are
-    /// not known, and the loop over them stays small.
-    #[inline(never)]
+    /// (or rewritten), so not forwarded as-is.
+    #[inline]
     fn field(
         &mut self,
         base: &[u8],

@@ -1,8 +1,8 @@
 //! Tests of the patched glommio reactor (vendor/README.md): it keeps its
-//! preemption timer armed across loops instead of re-arming it on every
-//! loop, so these check what that must not break: a busy task queue is
-//! still preempted, and a sleeping executor still wakes for the earliest
-//! timer whatever was armed before it.
+//! throughput-preemption timer armed until it fires instead of re-arming it
+//! on every loop, and takes I/O timestamps only for sources that read them.
+//! These check what that must not break: a busy task queue is still
+//! preempted, and a sleeping executor still wakes for the earliest timer.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -99,5 +99,36 @@ fn timers_fire_after_busy_periods_and_while_idle() {
             assert!(took >= wait, "round {round}: early: {took:?}");
             assert!(took < PATIENCE, "round {round}: late: {took:?}");
         }
+    });
+}
+
+#[test]
+fn concurrent_sleepers_are_never_overslept() {
+    // The benchmark shadow's shape: several tasks, each sleeping in turn
+    // (a delayed answer per pipelined request).
+    run(|| async {
+        let worst = Rc::new(Cell::new(Duration::ZERO));
+        let mut tasks = Vec::new();
+        for i in 0..4u64 {
+            let worst = worst.clone();
+            tasks.push(glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(7 * i)).await;
+                for _ in 0..30 {
+                    let t = Instant::now();
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    let late = t.elapsed().saturating_sub(Duration::from_millis(50));
+                    worst.set(worst.get().max(late));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        eprintln!("worst lateness {:?}", worst.get());
+        assert!(
+            worst.get() < Duration::from_millis(500),
+            "overslept by {:?}",
+            worst.get()
+        );
     });
 }

@@ -1227,10 +1227,6 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
-    // When the pending latency-ring timer fires (None: no timer pending).
-    latency_timer_deadline: Cell<Option<Instant>>,
-    // Whether that timer was armed for a user timer (else for preemption).
-    latency_timer_is_user: Cell<bool>,
 
     link_fd: RawFd,
 
@@ -1362,8 +1358,6 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
-            latency_timer_deadline: Cell::new(None),
-            latency_timer_is_user: Cell::new(false),
             blocking_thread,
             link_fd,
             notifier,
@@ -1824,19 +1818,19 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // shadowtee patch: timers stay armed across loops. Upstream glommio
-        // cancels and re-arms both preemption timers on every call, which
-        // costs two cancellations and three new SQEs per reactor loop (a
-        // loop per request or two under proxy load). A pending timer that
-        // fires early only causes one extra pass of the loop, never a
-        // missed wake-up, so a pending timer is kept while it still fires no
-        // later than the one we would arm now.
-        let now = Instant::now();
-        let mut lat_timer = self.latency_preemption_timeout_src.take();
-        if lat_timer.as_ref().map_or(true, |s| s.has_result()) {
-            lat_timer = None;
-            self.latency_timer_deadline.set(None);
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
+
+        // shadowtee patch: the throughput timer stays armed until it fires.
+        // Upstream glommio cancelled it and armed a new one (a linked
+        // timeout and eventfd write) on every call: a cancellation and two
+        // SQEs per reactor loop, i.e. per request or two under proxy load.
+        // It counts completions, so a kept one fires at most one loop early.
         let tp_timer = self
             .throughput_preemption_timeout_src
             .take()
@@ -1864,42 +1858,13 @@ impl Reactor {
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
-        // Keep `lat_timer` if it fires no later than `want` (and, before a
-        // sleep, was armed for a user timer: a preemption timer would only
-        // wake an idle executor for nothing), else replace it.
-        let arm = |lat_timer: &mut Option<Source>,
-                   lat_ring: &mut SleepableRing,
-                   dur: Duration,
-                   user: bool|
-         -> io::Result<()> {
-            let want = now + dur;
-            let keep = lat_timer.is_some()
-                && (self.latency_timer_is_user.get() || !user)
-                && self.latency_timer_deadline.get().is_some_and(|at| at <= want);
-            if !keep {
-                drop(lat_timer.take());
-                flush_cancellations!(into &mut 0; lat_ring);
-                *lat_timer = Some(lat_ring.prepare_latency_preemption_timer(dur));
-                self.latency_timer_deadline.set(Some(want));
-                self.latency_timer_is_user.set(user);
-                flush_rings!(lat_ring)?;
-            }
-            Ok(())
-        };
-
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            match user_timer {
-                Some(dur) => arm(&mut lat_timer, &mut *lat_ring, dur, true)?,
-                // Nothing to wake up for: an idle executor sleeps until I/O.
-                None if lat_timer.is_some() => {
-                    drop(lat_timer.take());
-                    self.latency_timer_deadline.set(None);
-                    flush_cancellations!(into &mut 0; lat_ring);
-                    flush_rings!(lat_ring)?;
-                }
-                None => {}
+            if let Some(dur) = user_timer {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1926,9 +1891,10 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            arm(&mut lat_timer, &mut *lat_ring, preempt, false)?;
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            flush_rings!(lat_ring, main_ring)?;
         }
-        self.latency_preemption_timeout_src.set(lat_timer);
 
         // A Note about `need_preempt`:
         //

@@ -1,8 +1,9 @@
 //! Tests of the patched glommio reactor (vendor/README.md): it keeps its
-//! throughput-preemption timer armed until it fires instead of re-arming it
-//! on every loop, and takes I/O timestamps only for sources that read them.
-//! These check what that must not break: a busy task queue is still
-//! preempted, and a sleeping executor still wakes for the earliest timer.
+//! preemption timers armed across loops instead of re-arming them on every
+//! loop, and takes I/O timestamps only for sources that read them. These
+//! check what that must not break: a busy task queue is still preempted,
+//! and a sleeping executor still wakes for the earliest timer, including
+//! one due within microseconds.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -131,4 +132,25 @@ fn concurrent_sleepers_are_never_overslept() {
             worst.get()
         );
     });
+}
+
+#[test]
+fn timers_due_within_microseconds_never_leave_the_executor_asleep() {
+    // A timer due in a few microseconds can fire while the reactor is still
+    // arming it for a sleep; the reactor must notice and not sleep (nothing
+    // else would wake this executor: it has no I/O).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 10)
+        .preempt_timer(Duration::from_millis(20))
+        .spawn(move || async move {
+            for i in 0..3000u64 {
+                glommio::timer::sleep(Duration::from_micros(1 + i % 20)).await;
+            }
+            let _ = tx.send(());
+        })
+        .expect("executor");
+    let done = rx.recv_timeout(Duration::from_secs(30));
+    assert!(done.is_ok(), "the executor overslept a due timer (hung)");
+    ex.join().expect("join");
 }

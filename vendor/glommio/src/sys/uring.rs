@@ -1227,6 +1227,8 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // When the pending latency-ring timer fires (None: no timer pending).
+    latency_timer_deadline: Cell<Option<Instant>>,
 
     link_fd: RawFd,
 
@@ -1358,6 +1360,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1818,19 +1821,19 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // shadowtee patch: the throughput timer stays armed until it fires.
-        // Upstream glommio cancelled it and armed a new one (a linked
-        // timeout and eventfd write) on every call: a cancellation and two
-        // SQEs per reactor loop, i.e. per request or two under proxy load.
-        // It counts completions, so a kept one fires at most one loop early.
+        // shadowtee patch: timers stay armed across loops. Upstream glommio
+        // cancels and re-arms both preemption timers on every call, which
+        // costs two cancellations and three new SQEs per reactor loop (a
+        // loop per request or two under proxy load). A pending timer that
+        // fires early only causes one extra pass of the loop, never a
+        // missed wake-up, so a pending timer is kept while it still fires no
+        // later than the one we would arm now.
+        let now = Instant::now();
+        let mut lat_timer = self.latency_preemption_timeout_src.take();
+        if lat_timer.as_ref().map_or(true, |s| s.has_result()) {
+            lat_timer = None;
+            self.latency_timer_deadline.set(None);
+        }
         let tp_timer = self
             .throughput_preemption_timeout_src
             .take()
@@ -1858,14 +1861,57 @@ impl Reactor {
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
-        if should_sleep {
-            // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+        // Keep `lat_timer` while it is pending and fires no later than
+        // `want`, else replace it. A replaced or cancelled timer completes
+        // with ECANCELED in the latency ring, and any completion there reads
+        // as a preemption request (`need_preempt`), so it is consumed here.
+        // Returns how many events that consumption found (then `wait` must
+        // not sleep).
+        let arm = |lat_timer: &mut Option<Source>,
+                   lat_ring: &mut SleepableRing,
+                   dur: Option<Duration>|
+         -> io::Result<usize> {
+            let pending = lat_timer.as_ref().is_some_and(|s| !s.has_result());
+            let want = dur.map(|d| now + d);
+            let keep = pending
+                && matches!(
+                    (self.latency_timer_deadline.get(), want),
+                    (Some(at), Some(want)) if at <= want
+                );
+            if keep || (!pending && want.is_none()) {
+                if !pending {
+                    drop(lat_timer.take());
+                }
+                return Ok(0);
             }
+            drop(lat_timer.take());
+            self.latency_timer_deadline.set(want);
+            if pending {
+                flush_cancellations!(into &mut 0; lat_ring);
+            }
+            if let Some(d) = dur {
+                *lat_timer = Some(lat_ring.prepare_latency_preemption_timer(d));
+            }
+            flush_rings!(lat_ring)?;
+            let mut woke = 0;
+            if pending {
+                consume_rings!(into &mut woke; lat_ring);
+                // A timer due within microseconds may have fired and been
+                // consumed right here: then nothing is left to wake a sleep
+                // for it, so report it as an event (do not sleep).
+                if lat_timer.as_ref().is_some_and(|s| s.has_result()) {
+                    woke += 1;
+                }
+            }
+            Ok(woke)
+        };
+
+        if should_sleep
+            // We are about to go to sleep. It's ok to sleep, but if there
+            // is a timer set, we need to make sure we wake up to handle it;
+            // with none, an idle executor sleeps until I/O.
+            && arm(&mut lat_timer, &mut *lat_ring, user_timer)? == 0
+        {
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
@@ -1891,10 +1937,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            arm(&mut lat_timer, &mut *lat_ring, Some(preempt))?;
         }
+        self.latency_preemption_timeout_src.set(lat_timer);
 
         // A Note about `need_preempt`:
         //

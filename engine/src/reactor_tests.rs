@@ -1,9 +1,9 @@
-//! Tests of the patched glommio reactor (vendor/README.md): it keeps its
-//! preemption timers armed across loops instead of re-arming them on every
-//! loop, and takes I/O timestamps only for sources that read them. These
-//! check what that must not break: a busy task queue is still preempted,
-//! and a sleeping executor still wakes for the earliest timer, including
-//! one due within microseconds.
+//! Tests of glommio's reactor behaviour the engine relies on: a busy task
+//! queue is still preempted for another, and a sleeping executor wakes for
+//! its earliest timer, including one due within microseconds. Written for a
+//! reactor patch that kept preemption timers armed across loops
+//! (notes/glommio-reactor-timers.md, not shipped); they run against
+//! whichever glommio is linked.
 
 use std::cell::Cell;
 use std::rc::Rc;

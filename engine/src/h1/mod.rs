@@ -303,6 +303,16 @@ pub(crate) fn maybe_known(name: &[u8]) -> bool {
     }
 }
 
+/// [`maybe_known`] without its length bound, so without a branch: also true
+/// for some names of 32 bytes or more (those [`classify`] sorts out). For a
+/// loop over every field, where the branch would cost more than the few
+/// names it lets through.
+#[inline]
+pub(crate) fn maybe_known_loose(name: &[u8]) -> bool {
+    let first = name.first().copied().unwrap_or(0);
+    (MAYBE_KNOWN[first as usize] >> (name.len() & 31)) & 1 != 0
+}
+
 #[inline]
 pub(crate) fn classify(name: &[u8]) -> Known {
     if !maybe_known(name) {

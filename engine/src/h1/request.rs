@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     bare_lf_before_line, bare_lf_outside_field_lines, classify, eq_ignore_case_lower, has_bare_lf,
-    list_items, maybe_known, parse_content_length, trim_ows, Field, Known, Span, Version,
+    list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span, Version,
     MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
@@ -238,7 +238,8 @@ pub fn parse_request_reusing(
         let mut fields = std::mem::take(spare);
         fields.clear();
         // One tight pass over the fields, then the few that may be known.
-        let (bare_line, mut maybe) = list_fields(head, req.headers, &mut fields);
+        let mut known = [0u8; 128];
+        let (bare_line, n_known) = list_fields(head, req.headers, &mut fields, &mut known);
         let bare = bare_line || bare_lf_outside_field_lines(head);
         debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
         if bare {
@@ -246,9 +247,8 @@ pub fn parse_request_reusing(
         }
         // Then the known fields, in order.
         let mut seen = Seen::default();
-        while maybe != 0 {
-            let i = maybe.trailing_zeros() as usize;
-            maybe &= maybe - 1;
+        for &i in &known[..n_known] {
+            let i = usize::from(i);
             let h = &req.headers[i];
             match seen.field(base, h.name.as_bytes(), h.value, version) {
                 Ok(hop) => fields[i].hop = hop,
@@ -322,35 +322,49 @@ pub fn parse_request_reusing(
 
 const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
 
-// list_fields notes the fields that may be known in the bits of a u128.
+// list_fields notes the indices of the fields that may be known in a
+// `[u8; 128]`.
 const _: () = assert!(MAX_HEADERS <= 128);
 
 /// Append the fields of `headers` (parsed from `head`) to `fields`, and note
 /// without acting on them whether a field line follows a bare LF, and which
-/// fields may be known ones (bit `i`: `headers[i]`). Out of line, so that
-/// its loop keeps its few variables in registers.
+/// fields may be known ones: their indices, in order, fill the front of
+/// `known`, and their count is returned. One pass, without a branch per
+/// field. Out of line, so that its loop keeps its variables in registers.
 #[inline(never)]
 fn list_fields(
     head: &[u8],
     headers: &[httparse::Header<'_>],
     fields: &mut Vec<Field>,
-) -> (bool, u128) {
-    // Two loops, each small enough for its variables to stay in registers.
-    fields.extend(headers.iter().map(|h| Field {
-        name: Span::of(head, h.name.as_bytes()),
-        value: Span::of(head, h.value),
-        hop: false,
-    }));
+    known: &mut [u8; 128],
+) -> (bool, usize) {
     let mut bare = false;
-    let mut maybe = 0u128;
-    for (i, h) in headers.iter().enumerate() {
+    let mut k = 0usize;
+    let n = headers.len();
+    fields.reserve(n);
+    let old_len = fields.len();
+    for (i, (slot, h)) in fields.spare_capacity_mut()[..n]
+        .iter_mut()
+        .zip(headers)
+        .enumerate()
+    {
         let name = h.name.as_bytes();
-        bare |= bare_lf_before_line(head, Span::of(head, name).start as usize);
-        if maybe_known(name) {
-            maybe |= 1 << i;
-        }
+        let name_span = Span::of(head, name);
+        bare |= bare_lf_before_line(head, name_span.start as usize);
+        // Written always, kept when counted: `k <= i < MAX_HEADERS <= 128`,
+        // so the mask changes nothing (it only spares a bounds check).
+        known[k & 127] = i as u8;
+        k += usize::from(maybe_known_loose(name));
+        slot.write(Field {
+            name: name_span,
+            value: Span::of(head, h.value),
+            hop: false,
+        });
     }
-    (bare, maybe)
+    // SAFETY: the loop above initialised the `n` slots after `old_len`
+    // (`spare_capacity_mut()[..n]` panics unless there are `n` of them).
+    unsafe { fields.set_len(old_len + n) };
+    (bare, k)
 }
 
 /// What the fields [`classify`] knows said, gathered over a head.

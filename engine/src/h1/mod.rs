@@ -190,8 +190,25 @@ pub(crate) fn eq_ignore_case_lower(a: &[u8], lower: &[u8]) -> bool {
     if a.len() != n {
         return false;
     }
-    if n < 8 {
+    if n < 4 {
         return a.iter().zip(lower).all(|(&x, &k)| x | case_bit(k) == k);
+    }
+    if n < 8 {
+        // Two words of 4, overlapping unless `n` is 8.
+        let word = |s: &[u8], at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(w)
+        };
+        let mask = |at: usize| {
+            let mut w = [0u8; 4];
+            for (m, &k) in w.iter_mut().zip(&lower[at..at + 4]) {
+                *m = case_bit(k);
+            }
+            u32::from_le_bytes(w)
+        };
+        return (word(a, 0) | mask(0)) == word(lower, 0)
+            && (word(a, n - 4) | mask(n - 4)) == word(lower, n - 4);
     }
     let word = |s: &[u8], at: usize| {
         let mut w = [0u8; 8];
@@ -321,9 +338,10 @@ pub(crate) fn classify(name: &[u8]) -> Known {
     classify_slow(name)
 }
 
-/// [`classify`] once the first byte and length match a known name.
+/// [`classify`] once the first byte and length match a known name (or
+/// without that prefilter: it gives the same answer for any name).
 #[inline]
-fn classify_slow(name: &[u8]) -> Known {
+pub(crate) fn classify_slow(name: &[u8]) -> Known {
     let is = |k: &[u8]| eq_ignore_case_lower(name, k);
     match name.len() {
         2 if is(b"te") => Known::OtherHop,

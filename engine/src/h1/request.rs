@@ -7,9 +7,9 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    bare_lf_before_line, bare_lf_outside_field_lines, classify, eq_ignore_case_lower, has_bare_lf,
-    list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span, Version,
-    MAX_HEADERS, MAX_TARGET_LEN,
+    bare_lf_before_line, bare_lf_outside_field_lines, classify_slow, eq_ignore_case_lower,
+    has_bare_lf, list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span,
+    Version, MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
 
@@ -387,7 +387,7 @@ struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    /// Take in one field that [`maybe_known`] picked; whether it is hop-by-hop
+    /// Take in one field that [`maybe_known_loose`] picked; whether it is hop-by-hop
     /// (or rewritten), so not forwarded as-is.
     #[inline]
     fn field(
@@ -397,7 +397,8 @@ impl<'a> Seen<'a> {
         value: &'a [u8],
         version: Version,
     ) -> Result<bool, Kind> {
-        let kind = classify(name);
+        // The caller's prefilter passed: straight to the name compare.
+        let kind = classify_slow(name);
         let mut hop = kind.is_hop();
         match kind {
             Known::Host => {

@@ -569,7 +569,17 @@ static AUTHORITY: [bool; 256] = {
 /// Characters allowed in a Host / authority (table lookup per byte, with no
 /// branch per byte: a Host is short and nearly always valid).
 fn valid_authority(v: &[u8]) -> bool {
-    !v.is_empty() && v.iter().fold(true, |ok, &b| ok & AUTHORITY[b as usize])
+    // Eight bytes per step: two instructions a byte, the loop's own cost
+    // spread over eight.
+    let mut chunks = v.chunks_exact(8);
+    let mut ok = !v.is_empty();
+    for c in &mut chunks {
+        ok &= c.iter().fold(true, |ok, &b| ok & AUTHORITY[b as usize]);
+    }
+    chunks
+        .remainder()
+        .iter()
+        .fold(ok, |ok, &b| ok & AUTHORITY[b as usize])
 }
 
 #[cfg(test)]

@@ -195,38 +195,12 @@ pub(crate) fn eq_ignore_case_lower(a: &[u8], lower: &[u8]) -> bool {
     }
     if n < 8 {
         // Two words of 4, overlapping unless `n` is 8.
-        let word = |s: &[u8], at: usize| {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&s[at..at + 4]);
-            u32::from_le_bytes(w)
-        };
-        let mask = |at: usize| {
-            let mut w = [0u8; 4];
-            for (m, &k) in w.iter_mut().zip(&lower[at..at + 4]) {
-                *m = case_bit(k);
-            }
-            u32::from_le_bytes(w)
-        };
-        return (word(a, 0) | mask(0)) == word(lower, 0)
-            && (word(a, n - 4) | mask(n - 4)) == word(lower, n - 4);
+        return word_eq::<4>(a, lower, 0) && word_eq::<4>(a, lower, n - 4);
     }
-    let word = |s: &[u8], at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
-    let mask = |at: usize| {
-        let mut w = [0u8; 8];
-        for (m, &k) in w.iter_mut().zip(&lower[at..at + 8]) {
-            *m = case_bit(k);
-        }
-        u64::from_le_bytes(w)
-    };
     // Words at 0, 8, ... and a last one ending at `n` (it may overlap).
     let mut at = 0;
     loop {
-        let at_ = at.min(n - 8);
-        if word(a, at_) | mask(at_) != word(lower, at_) {
+        if !word_eq::<8>(a, lower, at.min(n - 8)) {
             return false;
         }
         at += 8;
@@ -234,6 +208,22 @@ pub(crate) fn eq_ignore_case_lower(a: &[u8], lower: &[u8]) -> bool {
             return true;
         }
     }
+}
+
+/// The `W` bytes of `a` and `lower` at `at` compared as one word, the case
+/// bit of each letter of `lower` masked in (see [`eq_ignore_case_lower`]).
+#[inline(always)]
+fn word_eq<const W: usize>(a: &[u8], lower: &[u8], at: usize) -> bool {
+    let word = |s: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..W].copy_from_slice(&s[at..at + W]);
+        u64::from_le_bytes(w)
+    };
+    let mut mask = [0u8; 8];
+    for (m, &k) in mask[..W].iter_mut().zip(&lower[at..at + W]) {
+        *m = case_bit(k);
+    }
+    word(a) | u64::from_le_bytes(mask) == word(lower)
 }
 
 #[inline(always)]

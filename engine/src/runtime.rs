@@ -51,9 +51,7 @@ pub struct Running {
 impl Running {
     /// Begin a graceful drain (as SIGTERM does).
     pub fn drain(&self) {
-        self.shared
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.begin_drain();
     }
     /// Wait for every executor to finish draining.
     pub fn join(self) {
@@ -214,7 +212,11 @@ pub fn start(
         })?);
     }
     let admin_cfg = config.admin.clone();
-    let shared = Shared::new(config, cpus.len(), config_path);
+    let shared =
+        Shared::new(config, cpus.len(), config_path).map_err(|e| StartError::Executor {
+            core: 0,
+            detail: format!("cannot create the drain notification socket pair: {e}"),
+        })?;
 
     let (tx, rx) = mpsc::channel::<Result<usize, StartError>>();
     let mut threads = Vec::new();
@@ -258,9 +260,7 @@ pub fn start(
         match rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                shared
-                    .draining
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                shared.begin_drain();
                 return Err(e);
             }
             Err(_) => {
@@ -274,9 +274,7 @@ pub fn start(
     let admin = match crate::admin::start(admin_cfg.listen, shared.clone()) {
         Ok(a) => Some(a),
         Err(source) if admin_cfg.explicit => {
-            shared
-                .draining
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            shared.begin_drain();
             return Err(StartError::AdminListen {
                 addr: admin_cfg.listen,
                 source,

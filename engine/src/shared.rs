@@ -7,6 +7,9 @@
 //! stats table (see `stats`).
 
 use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -370,20 +373,33 @@ impl Generation {
 pub struct Shared {
     current: ArcSwap<Generation>,
     generation: AtomicU64,
-    pub draining: AtomicBool,
+    draining: AtomicBool,
+    /// Dropped by [`Shared::begin_drain`]: every core waits on a dup of
+    /// `drain_rx`, whose read then returns EOF, so an idle core sleeps
+    /// until a drain instead of polling the flag on a timer.
+    drain_tx: ArcSwapOption<UnixStream>,
+    drain_rx: UnixStream,
     pub cores: usize,
     pub config_path: Option<PathBuf>,
 }
 
 impl Shared {
-    pub fn new(config: Config, cores: usize, config_path: Option<PathBuf>) -> Arc<Shared> {
-        Arc::new(Shared {
+    /// Fails only if the drain notification socket pair cannot be made.
+    pub fn new(
+        config: Config,
+        cores: usize,
+        config_path: Option<PathBuf>,
+    ) -> io::Result<Arc<Shared>> {
+        let (drain_tx, drain_rx) = UnixStream::pair()?;
+        Ok(Arc::new(Shared {
             current: ArcSwap::from_pointee(Generation::build(1, config, cores, None)),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            drain_tx: ArcSwapOption::from_pointee(drain_tx),
+            drain_rx,
             cores,
             config_path,
-        })
+        }))
     }
     /// Generation number; changes on every reload.
     #[inline]
@@ -404,5 +420,16 @@ impl Shared {
     }
     pub fn is_draining(&self) -> bool {
         self.draining.load(Relaxed)
+    }
+    /// Begin a graceful drain: set the flag every core reads, then wake
+    /// every core (EOF on its [`Shared::drain_watch`] socket). Idempotent.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Relaxed);
+        // The only reference: dropping it closes the socket.
+        drop(self.drain_tx.swap(None));
+    }
+    /// A socket that becomes readable (EOF) once a drain begins; one per core.
+    pub fn drain_watch(&self) -> io::Result<OwnedFd> {
+        Ok(OwnedFd::from(self.drain_rx.try_clone()?))
     }
 }

@@ -258,10 +258,9 @@ impl Worker {
         }
         glommio::spawn_local(self.deadlines.clone().run()).detach();
         let watcher = self.clone();
+        let watch = self.shared.drain_watch();
         glommio::spawn_local(async move {
-            while !watcher.shared.is_draining() {
-                glommio::timer::sleep(Duration::from_millis(25)).await;
-            }
+            watch_drain(&watcher.shared, watch).await;
             watcher.accept_stop.notify();
         })
         .detach();
@@ -359,5 +358,24 @@ pub async fn accept_or_stop<S: std::future::Future<Output = ()>>(
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+}
+
+/// Resolve once a drain has begun. Waits for EOF on the core's drain socket
+/// (dropped by [`Shared::begin_drain`]), so an idle core sleeps; without
+/// one (it could not be dup'ed), polls the flag every 25 ms.
+async fn watch_drain(shared: &Shared, watch: std::io::Result<std::os::fd::OwnedFd>) {
+    if let Ok(fd) = watch {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: `fd` is a freshly dup'ed, connected Unix stream socket
+        // whose ownership moves into the glommio stream (it closes it).
+        let mut sock = unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) };
+        let mut byte = [0u8; 1];
+        // Nothing is ever written: the read returns only at EOF (or on an
+        // error, after which the flag is polled below).
+        let _ = futures_lite::AsyncReadExt::read(&mut sock, &mut byte).await;
+    }
+    while !shared.is_draining() {
+        glommio::timer::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -113,6 +113,16 @@ pub(crate) struct StatsCollection {
     pub(crate) latency: Option<LatencyCollectionFn>,
 }
 
+impl StatsCollection {
+    /// shadowtee patch: whether anything reads the source's timestamps. Only
+    /// sources created with `record_io_latencies` do; the others skip the
+    /// three clock reads per I/O operation.
+    #[inline]
+    pub(crate) fn wants_timestamps(this: Option<StatsCollection>) -> bool {
+        matches!(this, Some(StatsCollection { latency: Some(_), .. }))
+    }
+}
+
 /// A registered source of I/O events.
 pub(crate) struct InnerSource {
     /// Raw file descriptor on Unix platforms.

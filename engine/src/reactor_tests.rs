@@ -1,9 +1,10 @@
 //! Tests of glommio's reactor behaviour the engine relies on: a busy task
 //! queue is still preempted for another, and a sleeping executor wakes for
-//! its earliest timer, including one due within microseconds. Written for a
-//! reactor patch that kept preemption timers armed across loops
-//! (notes/glommio-reactor-timers.md, not shipped); they run against
-//! whichever glommio is linked.
+//! its earliest timer, including one due within microseconds. Written for
+//! reactor patches: one that kept preemption timers armed across loops
+//! (notes/glommio-reactor-timers.md, not shipped) and the shipped one that
+//! preempts by a deadline instead (notes/glommio-reactor-deadline.md); they
+//! run against whichever glommio is linked.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -64,6 +65,34 @@ fn a_busy_task_queue_is_still_preempted_for_another() {
         busy.await;
         assert!(done.get(), "the other task queue never ran");
         assert!(spins.get() > 0, "the busy task never ran");
+    });
+}
+
+#[test]
+fn need_preempt_turns_on_after_the_period_and_off_after_a_yield() {
+    run(|| async {
+        // A lone busy task: no I/O and no other queue, so only the
+        // executor's preemption period (20 ms here) can set need_preempt.
+        for round in 0..3 {
+            let t0 = Instant::now();
+            let mut checks = 0u64;
+            while !glommio::executor().need_preempt() && t0.elapsed() < PATIENCE {
+                checks += 1;
+            }
+            let took = t0.elapsed();
+            assert!(took < PATIENCE, "round {round}: never asked to yield");
+            // Not a flag stuck on (which would make every loop run one task).
+            assert!(
+                took >= Duration::from_millis(15) && checks > 1000,
+                "round {round}: asked to yield after {took:?} and {checks} checks"
+            );
+            glommio::yield_if_needed().await;
+            // The yield went through the reactor, which starts a new period.
+            assert!(
+                !glommio::executor().need_preempt(),
+                "round {round}: still asked to yield right after yielding"
+            );
+        }
     });
 }
 

@@ -163,13 +163,19 @@ pub(crate) fn has_bare_lf(buf: &[u8]) -> bool {
 #[inline]
 pub(crate) fn bare_lf_outside_field_lines(head: &[u8]) -> bool {
     let n = head.len();
+    if n < 4 || head[n - 2] != b'\r' || head[n - 4] != b'\r' {
+        return true;
+    }
+    if !matches!(head[0], b'\r' | b'\n') {
+        return false; // the common case: no empty line before the start line
+    }
     // httparse skips `\r\n` and `\n` before the start line, which begins
     // with a token or version byte.
     let start = head
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(n);
-    has_bare_lf(&head[..start]) || n < 4 || head[n - 2] != b'\r' || head[n - 4] != b'\r'
+    has_bare_lf(&head[..start])
 }
 
 /// Whether the line ending just before the field line that starts at

@@ -205,7 +205,7 @@ pub fn parse_request_reusing(
         if target.len() > MAX_TARGET_LEN {
             break 'checks Kind::UriTooLong;
         }
-        if !target.is_ascii() {
+        if !is_ascii_words(target.as_bytes()) {
             // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
             break 'checks Kind::BadRequest("non-ASCII byte in request target");
         }
@@ -397,6 +397,9 @@ impl<'a> Seen<'a> {
         value: &'a [u8],
         version: Version,
     ) -> Result<bool, Kind> {
+        // httparse skips the OWS after the colon and trims it off the end,
+        // so a value here is already trimmed.
+        debug_assert_eq!(trim_ows(value), value, "value of {name:?}");
         // The caller's prefilter passed: straight to the name compare.
         let kind = classify_slow(name);
         let mut hop = kind.is_hop();
@@ -406,7 +409,7 @@ impl<'a> Seen<'a> {
                 if self.host_count > 1 {
                     return Err(Kind::BadRequest("duplicate Host"));
                 }
-                let v = trim_ows(value);
+                let v = value;
                 if !valid_authority(v) && !v.is_empty() {
                     return Err(Kind::BadRequest("invalid Host"));
                 }
@@ -424,7 +427,7 @@ impl<'a> Seen<'a> {
             }
             Known::TransferEncoding => {
                 self.te_count += 1;
-                let v = trim_ows(value);
+                let v = value;
                 if v.eq_ignore_ascii_case(b"chunked") {
                     self.te_chunked = true;
                 } else if list_items(v).next().is_none() {
@@ -444,7 +447,7 @@ impl<'a> Seen<'a> {
             }
             Known::Connection => {
                 // One token, most often: the same as the list below, sooner.
-                let v = trim_ows(value);
+                let v = value;
                 if eq_ignore_case_lower(v, b"keep-alive") {
                     self.conn_keep_alive = true;
                     return Ok(hop);
@@ -466,13 +469,11 @@ impl<'a> Seen<'a> {
                 }
             }
             Known::Upgrade => {
-                self.upgrade_value = Some(Span::of(base, trim_ows(value)));
+                self.upgrade_value = Some(Span::of(base, value));
             }
             Known::Expect => {
                 // RFC 9110 §10.1.1: ignored in HTTP/1.0.
-                if version == Version::Http11
-                    && trim_ows(value).eq_ignore_ascii_case(b"100-continue")
-                {
+                if version == Version::Http11 && value.eq_ignore_ascii_case(b"100-continue") {
                     self.expect_continue = true;
                 }
                 hop = true; // the engine answers 100-continue itself
@@ -480,7 +481,7 @@ impl<'a> Seen<'a> {
             Known::XForwardedFor => {
                 if self.forwarded_for.is_none() {
                     // keep the first; write.rs folds every line into one list
-                    self.forwarded_for = Some(Span::of(base, trim_ows(value)));
+                    self.forwarded_for = Some(Span::of(base, value));
                 }
                 hop = true;
             }
@@ -511,6 +512,22 @@ fn version_error(buf: &[u8]) -> Kind {
     } else {
         Kind::BadRequest("malformed request line")
     }
+}
+
+/// `v.is_ascii()` for a request target: its bytes OR-ed together eight at
+/// a time (the last word may overlap the one before), one test at the end,
+/// no branch per word.
+#[inline]
+fn is_ascii_words(v: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = v.len();
+    if n < 8 {
+        return v.iter().fold(0u8, |acc, &b| acc | b) < 0x80;
+    }
+    let word = |w: &[u8]| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    let mut chunks = v.chunks_exact(8);
+    let acc = (&mut chunks).fold(word(&v[n - 8..]), |acc, w| acc | word(w));
+    acc & HIGH == 0
 }
 
 /// Split an absolute-form `http(s)://authority/path?q` into (authority, rest).

@@ -1372,3 +1372,18 @@ fn empty_field_values_and_trailing_whitespace_keep_crlf_checks_exact() {
         assert_eq!(&buf[..], *raw, "a rejected head consumed bytes");
     }
 }
+
+#[test]
+fn is_ascii_words_is_is_ascii() {
+    for len in 0..40 {
+        let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        assert!(is_ascii_words(&base), "{len}");
+        for at in 0..len {
+            for b in [0x80u8, 0xc3, 0xff] {
+                let mut v = base.clone();
+                v[at] = b;
+                assert_eq!(is_ascii_words(&v), v.is_ascii(), "{len} {at}");
+            }
+        }
+    }
+}

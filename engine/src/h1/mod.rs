@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod chunked;
+mod fast_head;
 pub mod request;
 pub mod response;
 pub mod write;
@@ -55,6 +56,15 @@ impl Span {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+    /// The span `start..end`.
+    #[inline]
+    pub(crate) fn at(start: usize, end: usize) -> Span {
+        debug_assert!(start <= end && end <= u32::MAX as usize);
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
     /// The span of `sub`, which must be a subslice of `base`.
     #[inline]

@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 
+use super::fast_head::{tokenise, Tokens};
 use super::{
     bare_lf_before_line, bare_lf_outside_field_lines, classify_slow, eq_ignore_case_lower,
     has_bare_lf, list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span,
@@ -150,82 +151,76 @@ pub fn parse_request_reusing(
     limits: &RequestLimits,
     spare: &mut Vec<Field>,
 ) -> Result<Option<RequestHead>, Kind> {
+    parse_head(buf, limits, spare, true)
+}
+
+/// [`parse_request_reusing`], with `fast` false: every head through the
+/// httparse path (tests compare the two).
+#[inline(always)]
+fn parse_head(
+    buf: &mut BytesMut,
+    limits: &RequestLimits,
+    spare: &mut Vec<Field>,
+    fast: bool,
+) -> Result<Option<RequestHead>, Kind> {
     if buf.is_empty() {
         return Ok(None);
     }
     let limit = limits.max_header_bytes.min(buf.len());
     let window = &buf[..limit];
-    let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
-        [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let n = match req.parse_with_uninit_headers(window, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            let line_done = window.contains(&b'\n');
-            // Unterminated request line: count the target (and " HTTP/1.1\r"), not the method.
-            let after_method = window
-                .iter()
-                .position(|&b| b == b' ')
-                .map_or(0, |sp| window.len() - sp - 1);
-            if !line_done && after_method > MAX_TARGET_LEN + b" HTTP/1.1\r".len() {
-                return Err(Kind::UriTooLong);
-            }
-            if buf.len() >= limits.max_header_bytes {
-                return Err(if line_done {
-                    Kind::HeadTooLarge
-                } else {
-                    Kind::UriTooLong
-                });
-            }
-            return Ok(None);
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(Kind::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(window)),
-        Err(httparse::Error::Token) => return Err(Kind::BadRequest("invalid method")),
-        Err(httparse::Error::HeaderName) => return Err(Kind::BadRequest("invalid header name")),
-        Err(httparse::Error::HeaderValue) => return Err(Kind::BadRequest("invalid header value")),
-        Err(httparse::Error::NewLine) => return Err(Kind::BadRequest("invalid line ending")),
-        Err(_) => return Err(Kind::BadRequest("malformed request line")),
+    let mut fields = std::mem::take(spare);
+    fields.clear();
+    let mut known = [0u8; 128];
+    // The common shape in one pass; anything else through httparse.
+    let fast = if fast {
+        tokenise(window, &mut fields, &mut known)
+    } else {
+        None
     };
+    let tokens = match fast {
+        Some(t) => {
+            #[cfg(debug_assertions)]
+            assert_httparse_agrees(window, &t, &fields, &known);
+            t
+        }
+        None => {
+            fields.clear();
+            match tokenise_with_httparse(window, limits, &mut fields, &mut known) {
+                Ok(t) => t,
+                Err(early) => {
+                    *spare = fields;
+                    return early.map_or(Ok(None), Err);
+                }
+            }
+        }
+    };
+    let n = tokens.n;
     let head = &window[..n];
-    // The checks httparse leaves to us. Each failure breaks out with its
-    // error, to be replaced by the bare-LF error when the head has a bare
-    // LF: that check comes first whatever else is wrong (the cheap per-line
-    // check below only runs when nothing failed before it).
+    let base = head;
+    let (method, target, version) = (
+        tokens.method.get(head),
+        tokens.target.get(head),
+        tokens.version,
+    );
+    // The checks left once the head is tokenised. Each failure breaks out
+    // with its error, to be replaced by the bare-LF error when the head has
+    // a bare LF (neither path above lets one through, but the rule keeps
+    // the verdict independent of which check runs first).
     let err = 'checks: {
-        // httparse guarantees these are present on Complete.
-        let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-            break 'checks Kind::BadRequest("malformed request line");
-        };
-        let version = if minor == 1 {
-            Version::Http11
-        } else {
-            Version::Http10
-        };
-        if target.len() > MAX_TARGET_LEN {
-            break 'checks Kind::UriTooLong;
-        }
-        if !is_ascii_words(target.as_bytes()) {
-            // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
-            break 'checks Kind::BadRequest("non-ASCII byte in request target");
-        }
-        if method == "CONNECT" {
+        if method == b"CONNECT" {
             break 'checks Kind::MethodNotAllowed;
         }
-        let base = head;
-        let method_span = Span::of(base, method.as_bytes());
-        let mut target_span = Span::of(base, target.as_bytes());
+        let mut target_span = tokens.target;
         let mut host: Option<Span> = None;
-        let tb = target.as_bytes();
-        if tb[0] == b'/' {
+        if target[0] == b'/' {
             // origin-form
-        } else if tb == b"*" {
-            if method != "OPTIONS" {
+        } else if target == b"*" {
+            if method != b"OPTIONS" {
                 break 'checks Kind::BadRequest(
                     "asterisk-form target on a method other than OPTIONS",
                 );
             }
-        } else if let Some((authority, rest)) = split_absolute(tb) {
+        } else if let Some((authority, rest)) = split_absolute(target) {
             if authority.is_empty() || !valid_authority(authority) {
                 break 'checks Kind::BadRequest("invalid authority in absolute-form target");
             }
@@ -235,23 +230,12 @@ pub fn parse_request_reusing(
             break 'checks Kind::BadRequest("invalid request target");
         }
 
-        let mut fields = std::mem::take(spare);
-        fields.clear();
-        // One tight pass over the fields, then the few that may be known.
-        let mut known = [0u8; 128];
-        let (bare_line, n_known) = list_fields(head, req.headers, &mut fields, &mut known);
-        let bare = bare_line || bare_lf_outside_field_lines(head);
-        debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
-        if bare {
-            break 'checks BARE_LF;
-        }
         // Then the known fields, in order.
         let mut seen = Seen::default();
-        for &i in &known[..n_known] {
-            let i = usize::from(i);
-            let h = &req.headers[i];
-            match seen.field(base, h.name.as_bytes(), h.value, version) {
-                Ok(hop) => fields[i].hop = hop,
+        for &i in &known[..tokens.n_known] {
+            let f = &mut fields[usize::from(i)];
+            match seen.field(base, f.name.get(head), f.value.get(head), version) {
+                Ok(hop) => f.hop = hop,
                 Err(kind) => break 'checks kind,
             }
         }
@@ -296,7 +280,7 @@ pub fn parse_request_reusing(
         } else {
             None
         };
-        let is_head = method == "HEAD";
+        let is_head = method == b"HEAD";
         let host = host.or(seen.host_field);
         let (expect_continue, forwarded_for) = (seen.expect_continue, seen.forwarded_for);
         // `seen` borrows from `buf`, which now gives up the head's bytes.
@@ -304,7 +288,7 @@ pub fn parse_request_reusing(
         let raw = buf.split_to(n).freeze();
         return Ok(Some(RequestHead {
             raw,
-            method: method_span,
+            method: tokens.method,
             target: target_span,
             version,
             fields,
@@ -317,7 +301,131 @@ pub fn parse_request_reusing(
             is_head,
         }));
     };
+    *spare = fields;
     Err(if has_bare_lf(head) { BARE_LF } else { err })
+}
+
+/// The head at the front of `window` through httparse, for every head
+/// [`tokenise`] does not decide: the request line, the field list (into
+/// `fields`, with the maybe-known indices in `known`) and the checks that
+/// come before the rest of [`parse_request_reusing`]'s. `Err`: return at
+/// once, `Ok(None)` for `None` (a partial head), else the error.
+fn tokenise_with_httparse(
+    window: &[u8],
+    limits: &RequestLimits,
+    fields: &mut Vec<Field>,
+    known: &mut [u8; 128],
+) -> Result<Tokens, Option<Kind>> {
+    let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(window, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            let line_done = window.contains(&b'\n');
+            // Unterminated request line: count the target (and " HTTP/1.1\r"), not the method.
+            let after_method = window
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(0, |sp| window.len() - sp - 1);
+            if !line_done && after_method > MAX_TARGET_LEN + b" HTTP/1.1\r".len() {
+                return Err(Some(Kind::UriTooLong));
+            }
+            if window.len() >= limits.max_header_bytes {
+                return Err(Some(if line_done {
+                    Kind::HeadTooLarge
+                } else {
+                    Kind::UriTooLong
+                }));
+            }
+            return Err(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Some(Kind::HeadTooLarge)),
+        Err(httparse::Error::Version) => return Err(Some(version_error(window))),
+        Err(httparse::Error::Token) => return Err(Some(Kind::BadRequest("invalid method"))),
+        Err(httparse::Error::HeaderName) => {
+            return Err(Some(Kind::BadRequest("invalid header name")))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(Some(Kind::BadRequest("invalid header value")))
+        }
+        Err(httparse::Error::NewLine) => return Err(Some(Kind::BadRequest("invalid line ending"))),
+        Err(_) => return Err(Some(Kind::BadRequest("malformed request line"))),
+    };
+    let head = &window[..n];
+    let err = 'checks: {
+        // httparse guarantees these are present on Complete.
+        let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+            break 'checks Kind::BadRequest("malformed request line");
+        };
+        let version = if minor == 1 {
+            Version::Http11
+        } else {
+            Version::Http10
+        };
+        if target.len() > MAX_TARGET_LEN {
+            break 'checks Kind::UriTooLong;
+        }
+        if !is_ascii_words(target.as_bytes()) {
+            // httparse admits obs-text in the target; a target is ASCII (RFC 3986).
+            break 'checks Kind::BadRequest("non-ASCII byte in request target");
+        }
+        // One tight pass over the fields, then the few that may be known.
+        let (bare_line, n_known) = list_fields(head, req.headers, fields, known);
+        let bare = bare_line || bare_lf_outside_field_lines(head);
+        debug_assert_eq!(bare, has_bare_lf(head), "line ends of {head:?}");
+        if bare {
+            break 'checks BARE_LF;
+        }
+        return Ok(Tokens {
+            n,
+            method: Span::of(head, method.as_bytes()),
+            target: Span::of(head, target.as_bytes()),
+            version,
+            n_known,
+        });
+    };
+    Err(Some(if has_bare_lf(head) { BARE_LF } else { err }))
+}
+
+/// Debug builds: [`tokenise`] accepted the head at the front of `window`;
+/// httparse must parse it as `Complete` to the same end, request line and
+/// field names and values (as byte ranges), so that the fast path keeps
+/// every verdict of the httparse path.
+#[cfg(debug_assertions)]
+fn assert_httparse_agrees(window: &[u8], t: &Tokens, fields: &[Field], known: &[u8; 128]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let got = req.parse(window);
+    let show = || String::from_utf8_lossy(window).into_owned();
+    assert_eq!(got, Ok(httparse::Status::Complete(t.n)), "{}", show());
+    let span = |s: &[u8]| Span::of(window, s);
+    assert_eq!(
+        req.method.map(|m| span(m.as_bytes())),
+        Some(t.method),
+        "{}",
+        show()
+    );
+    assert_eq!(
+        req.path.map(|p| span(p.as_bytes())),
+        Some(t.target),
+        "{}",
+        show()
+    );
+    let minor = u8::from(t.version == Version::Http11);
+    assert_eq!(req.version, Some(minor), "{}", show());
+    let theirs: Vec<(Span, Span)> = req
+        .headers
+        .iter()
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .collect();
+    let ours: Vec<(Span, Span)> = fields.iter().map(|f| (f.name, f.value)).collect();
+    assert_eq!(ours, theirs, "{}", show());
+    assert!(!has_bare_lf(&window[..t.n]), "{}", show());
+    let want: Vec<u8> = (0..fields.len() as u8)
+        .filter(|&i| maybe_known_loose(fields[usize::from(i)].name.get(window)))
+        .collect();
+    assert_eq!(&known[..t.n_known], &want[..], "{}", show());
 }
 
 const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");

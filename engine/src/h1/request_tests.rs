@@ -1387,3 +1387,125 @@ fn is_ascii_words_is_is_ascii() {
         }
     }
 }
+
+// ------------------------------------------------------ fast path vs httparse
+
+/// The same input through both paths: the full verdict (head, partial or
+/// error) and what is left in the buffer must match.
+#[track_caller]
+fn same_both_ways(input: &[u8], limits: &RequestLimits) {
+    let run = |fast: bool| {
+        let mut buf = BytesMut::from(input);
+        let r = parse_head(&mut buf, limits, &mut Vec::new(), fast).map(|o| o.map(|h| summary(&h)));
+        (r, buf)
+    };
+    let (fast, fast_rest) = run(true);
+    let (slow, slow_rest) = run(false);
+    assert_eq!(fast, slow, "{}", show(input));
+    assert_eq!(fast_rest, slow_rest, "{}", show(input));
+}
+
+#[test]
+fn fast_path_takes_the_common_shapes() {
+    let heads: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x HTTP/1.0\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a:8/p?q HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-Empty:\r\nX-Ws: \t v \t \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Obs: caf\xc3\xa9 \xff\r\nX-Tab:\tv\tw\r\n\r\n",
+        b"GET /p HTTP/1.1\r\nhost:a\r\nA:b\r\n\r\nNEXT",
+    ];
+    for &h in heads {
+        let mut fields = Vec::new();
+        let t = super::super::fast_head::tokenise(h, &mut fields, &mut [0; 128]);
+        assert!(t.is_some(), "{}", show(h));
+        same_both_ways(h, &lim());
+    }
+    // The benches' head too, so that they measure this path.
+    let browser = b"GET /api/v2/catalog/items?page=3&sort=price HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nCookie: session=6f1c2a9e4b7d40c1; theme=dark; cart=3\r\nConnection: keep-alive\r\n\r\n";
+    assert!(super::super::fast_head::tokenise(browser, &mut Vec::new(), &mut [0; 128]).is_some());
+}
+
+#[test]
+fn fast_path_agrees_with_httparse_path_on_mutants() {
+    // Valid heads of many shapes, then random byte edits (substitution,
+    // insertion, deletion, truncation) with the bytes that matter to
+    // tokenising: every verdict must be the same through both paths. In
+    // debug builds each head the fast path accepts is also checked against
+    // httparse's own tokens (`assert_httparse_agrees`).
+    let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..(MAX_HEADERS - 1) {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    let mut too_many = many.clone();
+    too_many.extend_from_slice(b"X-Last: v\r\n");
+    many.extend_from_slice(b"\r\n");
+    too_many.extend_from_slice(b"\r\n");
+    let mut long = b"GET /".to_vec();
+    long.resize(MAX_TARGET_LEN + 5, b'a');
+    long.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut longest = b"GET /".to_vec();
+    longest.resize(MAX_TARGET_LEN + 4, b'a');
+    longest.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+    let seeds: Vec<Vec<u8>> = vec![
+        b"GET /api/v2/items?page=3 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11)\r\nAccept: */*\r\nCookie: a=b; c=d\r\nConnection: keep-alive\r\n\r\n".to_vec(),
+        b"POST /a?b HTTP/1.1\r\nHost: h:1\r\nContent-Length: 12\r\nConnection: x-y\r\nX-Y: z\r\n\r\nbody".to_vec(),
+        b"PUT http://h/p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.0\r\nConnection: keep-alive, upgrade\r\nUpgrade: ws\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n".to_vec(),
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nX-E:\r\nX-T:\t a\tb \t\r\nX-O: \x80\xff\r\n\r\n".to_vec(),
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n".to_vec(),
+        many,
+        too_many,
+        long,
+        longest,
+    ];
+    let alphabet: &[u8] = &[
+        0, b'\t', b'\n', b'\r', b' ', b':', b',', b'"', b'(', b'/', b'@', b'a', b'Z', b'0', b'H',
+        b'.', 0x7f, 0x80, 0xc3, 0xff,
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let (mut fast_taken, mut cases) = (0, 0);
+    for seed in &seeds {
+        let rounds = if seed.len() > 1000 { 150 } else { 1500 };
+        for _ in 0..rounds {
+            let mut m = seed.clone();
+            for _ in 0..next(4) {
+                let at = next(m.len());
+                match next(4) {
+                    0 | 1 => m[at] = alphabet[next(alphabet.len())],
+                    2 => m.insert(at, alphabet[next(alphabet.len())]),
+                    _ => {
+                        m.remove(at);
+                    }
+                }
+            }
+            if next(4) == 0 {
+                m.truncate(next(m.len() + 1));
+            }
+            let limits = if next(8) == 0 {
+                small(1 + next(m.len() + 1))
+            } else {
+                lim()
+            };
+            let window = &m[..m.len().min(limits.max_header_bytes)];
+            let mut fields = Vec::new();
+            if super::super::fast_head::tokenise(window, &mut fields, &mut [0; 128]).is_some() {
+                fast_taken += 1;
+            }
+            cases += 1;
+            same_both_ways(&m, &limits);
+        }
+    }
+    assert!(
+        fast_taken > cases / 5,
+        "fast path took only {fast_taken} of {cases}"
+    );
+}

@@ -1,0 +1,229 @@
+//! The fast path of request-head parsing: one pass over a head of the
+//! common shape that tokenises it and writes its field list as it goes.
+//!
+//! It decides only what it is sure of. It accepts a subset of the heads
+//! httparse (strict, default configuration) parses as `Complete`, and for
+//! those it finds the same request line, the same field names and values
+//! (the same byte ranges) and the same head length; everything else
+//! (a partial head, any byte or line httparse would reject, bare LF,
+//! obs-text in the target, an over-long target, more than [`MAX_HEADERS`]
+//! fields, empty lines before the start line) it hands back to the httparse
+//! path in `request.rs`, which keeps every verdict of the full parse. Debug
+//! builds check each head accepted here against httparse (see
+//! `request::assert_httparse_agrees`).
+//!
+//! Accepted: `token SP target SP HTTP/1.(0|1) CRLF`, the target made of
+//! `0x21..=0x7e` bytes, then field lines `token ":" OWS value CRLF` where
+//! the value holds HTAB, SP, VCHAR or obs-text (httparse's value bytes),
+//! then CRLF.
+
+use super::{maybe_known_loose, Field, Span, Version, MAX_HEADERS, MAX_TARGET_LEN};
+
+/// A request head tokenised by [`tokenise`]; offsets into the window.
+pub(crate) struct Tokens {
+    /// Length of the head, final CRLF included.
+    pub n: usize,
+    pub method: Span,
+    pub target: Span,
+    pub version: Version,
+    /// How many indices [`tokenise`] wrote to the front of `known`.
+    pub n_known: usize,
+}
+
+/// RFC 9110 tchar: httparse's token (method and field name) bytes.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The eight bytes of `w` at `at`, little-endian (the first byte lowest).
+#[inline(always)]
+fn word(w: &[u8], at: usize) -> u64 {
+    let b = &w[at..at + 8];
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// High bit set in each byte of `x` equal to zero, and possibly in bytes
+/// above one that is: the lowest flagged byte is always a zero byte.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// High bit set in each byte of `x` below `n` (`n <= 0x80`), and possibly
+/// above one that is: the lowest flagged byte is always below `n`.
+#[inline(always)]
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+}
+
+/// Index of the first byte of `w` from `at` on that `stop` flags: words
+/// through `flag` (which must flag the same bytes first, see above), the
+/// last few bytes one at a time. `None` when there is none before the end.
+#[inline(always)]
+fn find(
+    w: &[u8],
+    mut at: usize,
+    flag: impl Fn(u64) -> u64,
+    stop: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    while at + 8 <= w.len() {
+        let m = flag(word(w, at));
+        if m != 0 {
+            let i = at + (m.trailing_zeros() / 8) as usize;
+            debug_assert!(stop(w[i]) && !w[at..i].iter().any(|&b| stop(b)));
+            return Some(i);
+        }
+        at += 8;
+    }
+    while at < w.len() {
+        if stop(w[at]) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// Index of the first byte of `w` from `at` on that is not a tchar (a
+/// table load and a branch per byte, eight to a bounds check). `None` when
+/// there is none before the end.
+#[inline(always)]
+fn tchar_run(w: &[u8], mut at: usize) -> Option<usize> {
+    while at + 8 <= w.len() {
+        let c = &w[at..at + 8];
+        for (j, &b) in c.iter().enumerate() {
+            if !TCHAR[b as usize] {
+                return Some(at + j);
+            }
+        }
+        at += 8;
+    }
+    (at..w.len()).find(|&i| !TCHAR[w[i] as usize])
+}
+
+/// Tokenise the request head at the front of `w` when it has the common
+/// shape (module docs): its fields are appended to `fields` (which must be
+/// empty), and the indices of those [`maybe_known_loose`] picks fill the
+/// front of `known`, in order. `None`: not decided here; `fields` and
+/// `known` then hold garbage for the caller to clear.
+pub(crate) fn tokenise(w: &[u8], fields: &mut Vec<Field>, known: &mut [u8; 128]) -> Option<Tokens> {
+    debug_assert!(fields.is_empty());
+    // Method: a token, then SP.
+    let method_end = tchar_run(w, 0)?;
+    if method_end == 0 || w[method_end] != b' ' {
+        return None;
+    }
+    // Target: `0x21..=0x7e` bytes, then SP.
+    let t0 = method_end + 1;
+    let t1 = find(
+        w,
+        t0,
+        // Below 0x21, or 0x7f and above (`b + 1` reaches the high bit).
+        |x| bytes_below(x, 0x21) | ((x.wrapping_add(ONES) | x) & HIGH),
+        |b| !(0x21..=0x7e).contains(&b),
+    )?;
+    if t1 == t0 || t1 - t0 > MAX_TARGET_LEN || w[t1] != b' ' {
+        return None;
+    }
+    // Version and CRLF.
+    if t1 + 11 > w.len() || &w[t1 + 9..t1 + 11] != b"\r\n" {
+        return None;
+    }
+    let version = match word(w, t1 + 1) {
+        v if v == u64::from_le_bytes(*b"HTTP/1.1") => Version::Http11,
+        v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
+        _ => return None,
+    };
+    let mut at = t1 + 11;
+    let mut k = 0usize;
+    loop {
+        // A line: the empty one ends the head.
+        match *w.get(at)? {
+            b'\r' => {
+                if w.get(at + 1) != Some(&b'\n') {
+                    return None;
+                }
+                return Some(Tokens {
+                    n: at + 2,
+                    method: Span::at(0, method_end),
+                    target: Span::at(t0, t1),
+                    version,
+                    n_known: k,
+                });
+            }
+            // httparse parses the line, then fails for want of a slot.
+            _ if fields.len() == MAX_HEADERS => return None,
+            _ => {}
+        }
+        // Name: tchars up to the colon.
+        let colon = tchar_run(w, at)?;
+        if colon == at || w[colon] != b':' {
+            return None;
+        }
+        let name = &w[at..colon];
+        // OWS, then the value up to the first byte httparse does not take
+        // in one (HTAB aside, which it does take): that must be CR LF.
+        let mut v0 = colon + 1;
+        while let Some(b' ' | b'\t') = w.get(v0) {
+            v0 += 1;
+        }
+        let mut stop = v0;
+        loop {
+            stop = find(
+                w,
+                stop,
+                |x| bytes_below(x, 0x20) | zero_bytes(x ^ (ONES * 0x7f)),
+                |b| b < 0x20 || b == 0x7f,
+            )?;
+            if w[stop] != b'\t' {
+                break;
+            }
+            stop += 1;
+        }
+        if w[stop] != b'\r' || w.get(stop + 1) != Some(&b'\n') {
+            return None;
+        }
+        // Trailing OWS is not part of the value.
+        let mut v1 = stop;
+        while v1 > v0 && matches!(w[v1 - 1], b' ' | b'\t') {
+            v1 -= 1;
+        }
+        // Written always, kept when counted: `k <= fields.len() < MAX_HEADERS
+        // <= 128`, so the mask changes nothing (it spares a bounds check).
+        known[k & 127] = fields.len() as u8;
+        k += usize::from(maybe_known_loose(name));
+        fields.push(Field {
+            name: Span::at(at, colon),
+            value: Span::at(v0, v1),
+            hop: false,
+        });
+        at = stop + 2;
+    }
+}

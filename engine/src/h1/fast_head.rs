@@ -4,12 +4,14 @@
 //! It decides only what it is sure of. It accepts a subset of the heads
 //! httparse (strict, default configuration) parses as `Complete`, and for
 //! those it finds the same request line, the same field names and values
-//! (the same byte ranges) and the same head length; everything else
-//! (a partial head, any byte or line httparse would reject, bare LF,
-//! obs-text in the target, an over-long target, more than [`MAX_HEADERS`]
-//! fields, empty lines before the start line) it hands back to the httparse
-//! path in `request.rs`, which keeps every verdict of the full parse. Debug
-//! builds check each head accepted here against httparse (see
+//! (the same byte ranges) and the same head length. When the bytes end
+//! inside a head of that shape it says so ([`Stop::Partial`]): httparse
+//! finds such a prefix partial too. Everything else (any byte or line
+//! httparse would reject, bare LF, obs-text in the target, an over-long
+//! target, more than [`MAX_HEADERS`] fields, empty lines before the start
+//! line) it hands back to the httparse path in `request.rs`, which keeps
+//! every verdict of the full parse. Debug builds check each head accepted
+//! and each prefix found partial here against httparse (see
 //! `request::assert_httparse_agrees`).
 //!
 //! Accepted: `token SP target SP HTTP/1.(0|1) CRLF`, the target made of
@@ -128,17 +130,35 @@ fn tchar_run(w: &[u8], mut at: usize) -> Option<usize> {
     (at..w.len()).find(|&i| !TCHAR[w[i] as usize])
 }
 
+/// Why [`tokenise`] stopped short of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The bytes end in the middle of a head of the accepted shape: every
+    /// byte so far is one httparse takes where it stands, so it too returns
+    /// `Partial` (it decides left to right, and errs only at a byte it does
+    /// not take).
+    Partial,
+    /// Not decided here: the httparse path parses it.
+    Other,
+}
+
+use Stop::{Other, Partial};
+
 /// Tokenise the request head at the front of `w` when it has the common
 /// shape (module docs): its fields are appended to `fields` (which must be
 /// empty), and the indices of those [`maybe_known_loose`] picks fill the
-/// front of `known`, in order. `None`: not decided here; `fields` and
-/// `known` then hold garbage for the caller to clear.
-pub(crate) fn tokenise(w: &[u8], fields: &mut Vec<Field>, known: &mut [u8; 128]) -> Option<Tokens> {
+/// front of `known`, in order. On `Err`, `fields` and `known` hold garbage
+/// for the caller to clear.
+pub(crate) fn tokenise(
+    w: &[u8],
+    fields: &mut Vec<Field>,
+    known: &mut [u8; 128],
+) -> Result<Tokens, Stop> {
     debug_assert!(fields.is_empty());
     // Method: a token, then SP.
-    let method_end = tchar_run(w, 0)?;
+    let method_end = tchar_run(w, 0).ok_or(Partial)?;
     if method_end == 0 || w[method_end] != b' ' {
-        return None;
+        return Err(Other);
     }
     // Target: `0x21..=0x7e` bytes, then SP.
     let t0 = method_end + 1;
@@ -148,44 +168,51 @@ pub(crate) fn tokenise(w: &[u8], fields: &mut Vec<Field>, known: &mut [u8; 128])
         // Below 0x21, or 0x7f and above (`b + 1` reaches the high bit).
         |x| bytes_below(x, 0x21) | ((x.wrapping_add(ONES) | x) & HIGH),
         |b| !(0x21..=0x7e).contains(&b),
-    )?;
+    )
+    .ok_or(Partial)?;
     if t1 == t0 || t1 - t0 > MAX_TARGET_LEN || w[t1] != b' ' {
-        return None;
+        return Err(Other);
     }
     // Version and CRLF.
-    if t1 + 11 > w.len() || &w[t1 + 9..t1 + 11] != b"\r\n" {
-        return None;
+    let Some(line_end) = w.get(t1..t1 + 11) else {
+        let rest = &w[t1..];
+        let cut = b" HTTP/1.1\r\n".starts_with(rest) || b" HTTP/1.0\r\n".starts_with(rest);
+        return Err(if cut { Partial } else { Other });
+    };
+    if line_end[9..] != *b"\r\n" {
+        return Err(Other);
     }
-    let version = match word(w, t1 + 1) {
+    let version = match word(line_end, 1) {
         v if v == u64::from_le_bytes(*b"HTTP/1.1") => Version::Http11,
         v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
-        _ => return None,
+        _ => return Err(Other),
     };
     let mut at = t1 + 11;
     let mut k = 0usize;
     loop {
         // A line: the empty one ends the head.
-        match *w.get(at)? {
+        match *w.get(at).ok_or(Partial)? {
             b'\r' => {
-                if w.get(at + 1) != Some(&b'\n') {
-                    return None;
-                }
-                return Some(Tokens {
-                    n: at + 2,
-                    method: Span::at(0, method_end),
-                    target: Span::at(t0, t1),
-                    version,
-                    n_known: k,
-                });
+                return match w.get(at + 1) {
+                    Some(b'\n') => Ok(Tokens {
+                        n: at + 2,
+                        method: Span::at(0, method_end),
+                        target: Span::at(t0, t1),
+                        version,
+                        n_known: k,
+                    }),
+                    Some(_) => Err(Other),
+                    None => Err(Partial),
+                };
             }
             // httparse parses the line, then fails for want of a slot.
-            _ if fields.len() == MAX_HEADERS => return None,
+            _ if fields.len() == MAX_HEADERS => return Err(Other),
             _ => {}
         }
         // Name: tchars up to the colon.
-        let colon = tchar_run(w, at)?;
+        let colon = tchar_run(w, at).ok_or(Partial)?;
         if colon == at || w[colon] != b':' {
-            return None;
+            return Err(Other);
         }
         let name = &w[at..colon];
         // OWS, then the value up to the first byte httparse does not take
@@ -201,14 +228,17 @@ pub(crate) fn tokenise(w: &[u8], fields: &mut Vec<Field>, known: &mut [u8; 128])
                 stop,
                 |x| bytes_below(x, 0x20) | zero_bytes(x ^ (ONES * 0x7f)),
                 |b| b < 0x20 || b == 0x7f,
-            )?;
+            )
+            .ok_or(Partial)?;
             if w[stop] != b'\t' {
                 break;
             }
             stop += 1;
         }
-        if w[stop] != b'\r' || w.get(stop + 1) != Some(&b'\n') {
-            return None;
+        match (w[stop], w.get(stop + 1)) {
+            (b'\r', Some(b'\n')) => {}
+            (b'\r', None) => return Err(Partial),
+            _ => return Err(Other),
         }
         // Trailing OWS is not part of the value.
         let mut v1 = stop;

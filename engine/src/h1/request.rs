@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 
-use super::fast_head::{tokenise, Tokens};
+use super::fast_head::{tokenise, Stop, Tokens};
 use super::{
     bare_lf_before_line, bare_lf_outside_field_lines, classify_slow, eq_ignore_case_lower,
     has_bare_lf, list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span,
@@ -175,15 +175,22 @@ fn parse_head(
     let fast = if fast {
         tokenise(window, &mut fields, &mut known)
     } else {
-        None
+        Err(Stop::Other)
     };
     let tokens = match fast {
-        Some(t) => {
+        Ok(t) => {
             #[cfg(debug_assertions)]
             assert_httparse_agrees(window, &t, &fields, &known);
             t
         }
-        None => {
+        Err(Stop::Partial) => {
+            #[cfg(debug_assertions)]
+            assert_httparse_partial(window);
+            fields.clear();
+            *spare = fields;
+            return partial(window, limits).map_or(Ok(None), Err);
+        }
+        Err(Stop::Other) => {
             fields.clear();
             match tokenise_with_httparse(window, limits, &mut fields, &mut known) {
                 Ok(t) => t,
@@ -321,25 +328,7 @@ fn tokenise_with_httparse(
     let mut req = httparse::Request::new(&mut []);
     let n = match req.parse_with_uninit_headers(window, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            let line_done = window.contains(&b'\n');
-            // Unterminated request line: count the target (and " HTTP/1.1\r"), not the method.
-            let after_method = window
-                .iter()
-                .position(|&b| b == b' ')
-                .map_or(0, |sp| window.len() - sp - 1);
-            if !line_done && after_method > MAX_TARGET_LEN + b" HTTP/1.1\r".len() {
-                return Err(Some(Kind::UriTooLong));
-            }
-            if window.len() >= limits.max_header_bytes {
-                return Err(Some(if line_done {
-                    Kind::HeadTooLarge
-                } else {
-                    Kind::UriTooLong
-                }));
-            }
-            return Err(None);
-        }
+        Ok(httparse::Status::Partial) => return Err(partial(window, limits)),
         Err(httparse::Error::TooManyHeaders) => return Err(Some(Kind::HeadTooLarge)),
         Err(httparse::Error::Version) => return Err(Some(version_error(window))),
         Err(httparse::Error::Token) => return Err(Some(Kind::BadRequest("invalid method"))),
@@ -386,6 +375,38 @@ fn tokenise_with_httparse(
         });
     };
     Err(Some(if has_bare_lf(head) { BARE_LF } else { err }))
+}
+
+/// What to answer when the head at the front of `window` is incomplete:
+/// `None` to read more, or the error when it can no longer fit.
+fn partial(window: &[u8], limits: &RequestLimits) -> Option<Kind> {
+    let line_done = window.contains(&b'\n');
+    // Unterminated request line: count the target (and " HTTP/1.1\r"), not the method.
+    let after_method = window
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(0, |sp| window.len() - sp - 1);
+    if !line_done && after_method > MAX_TARGET_LEN + b" HTTP/1.1\r".len() {
+        return Some(Kind::UriTooLong);
+    }
+    if window.len() >= limits.max_header_bytes {
+        return Some(if line_done {
+            Kind::HeadTooLarge
+        } else {
+            Kind::UriTooLong
+        });
+    }
+    None
+}
+
+/// Debug builds: [`tokenise`] found `window` to end inside a head of its
+/// shape; httparse must find it partial too.
+#[cfg(debug_assertions)]
+fn assert_httparse_partial(window: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let got = httparse::Request::new(&mut headers).parse(window);
+    let show = String::from_utf8_lossy(window);
+    assert_eq!(got, Ok(httparse::Status::Partial), "{show}");
 }
 
 /// Debug builds: [`tokenise`] accepted the head at the front of `window`;

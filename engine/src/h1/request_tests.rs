@@ -1419,12 +1419,26 @@ fn fast_path_takes_the_common_shapes() {
     for &h in heads {
         let mut fields = Vec::new();
         let t = super::super::fast_head::tokenise(h, &mut fields, &mut [0; 128]);
-        assert!(t.is_some(), "{}", show(h));
+        assert!(t.is_ok(), "{}", show(h));
+        // Every proper prefix: partial, decided by the fast path too.
+        for cut in 1..h
+            .len()
+            .min(h.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4)
+        {
+            let t = super::super::fast_head::tokenise(&h[..cut], &mut Vec::new(), &mut [0; 128]);
+            assert_eq!(
+                t.err(),
+                Some(super::super::fast_head::Stop::Partial),
+                "{}",
+                show(&h[..cut])
+            );
+            same_both_ways(&h[..cut], &lim());
+        }
         same_both_ways(h, &lim());
     }
     // The benches' head too, so that they measure this path.
     let browser = b"GET /api/v2/catalog/items?page=3&sort=price HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nCookie: session=6f1c2a9e4b7d40c1; theme=dark; cart=3\r\nConnection: keep-alive\r\n\r\n";
-    assert!(super::super::fast_head::tokenise(browser, &mut Vec::new(), &mut [0; 128]).is_some());
+    assert!(super::super::fast_head::tokenise(browser, &mut Vec::new(), &mut [0; 128]).is_ok());
 }
 
 #[test]
@@ -1472,7 +1486,7 @@ fn fast_path_agrees_with_httparse_path_on_mutants() {
         rng ^= rng << 17;
         (rng % n as u64) as usize
     };
-    let (mut fast_taken, mut cases) = (0, 0);
+    let (mut fast_taken, mut fast_partial, mut cases) = (0, 0, 0);
     for seed in &seeds {
         let rounds = if seed.len() > 1000 { 150 } else { 1500 };
         for _ in 0..rounds {
@@ -1497,8 +1511,10 @@ fn fast_path_agrees_with_httparse_path_on_mutants() {
             };
             let window = &m[..m.len().min(limits.max_header_bytes)];
             let mut fields = Vec::new();
-            if super::super::fast_head::tokenise(window, &mut fields, &mut [0; 128]).is_some() {
-                fast_taken += 1;
+            match super::super::fast_head::tokenise(window, &mut fields, &mut [0; 128]) {
+                Ok(_) => fast_taken += 1,
+                Err(super::super::fast_head::Stop::Partial) => fast_partial += 1,
+                Err(super::super::fast_head::Stop::Other) => {}
             }
             cases += 1;
             same_both_ways(&m, &limits);
@@ -1507,5 +1523,9 @@ fn fast_path_agrees_with_httparse_path_on_mutants() {
     assert!(
         fast_taken > cases / 5,
         "fast path took only {fast_taken} of {cases}"
+    );
+    assert!(
+        fast_partial > cases / 20,
+        "fast path found only {fast_partial} of {cases} partial"
     );
 }

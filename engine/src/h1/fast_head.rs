@@ -95,7 +95,21 @@ fn find(
     flag: impl Fn(u64) -> u64,
     stop: impl Fn(u8) -> bool,
 ) -> Option<usize> {
-    while at + 8 <= w.len() {
+    // Two words to a test, then one.
+    while at + 16 <= w.len() {
+        let (m0, m1) = (flag(word(w, at)), flag(word(w, at + 8)));
+        if m0 | m1 != 0 {
+            let i = if m0 != 0 {
+                at + (m0.trailing_zeros() / 8) as usize
+            } else {
+                at + 8 + (m1.trailing_zeros() / 8) as usize
+            };
+            debug_assert!(stop(w[i]) && !w[at..i].iter().any(|&b| stop(b)));
+            return Some(i);
+        }
+        at += 16;
+    }
+    if at + 8 <= w.len() {
         let m = flag(word(w, at));
         if m != 0 {
             let i = at + (m.trailing_zeros() / 8) as usize;
@@ -240,10 +254,13 @@ pub(crate) fn tokenise(
             (b'\r', None) => return Err(Partial),
             _ => return Err(Other),
         }
-        // Trailing OWS is not part of the value.
+        // Trailing OWS is not part of the value (`stop - 1` is at least
+        // the colon, so a value without trailing OWS costs one test).
         let mut v1 = stop;
-        while v1 > v0 && matches!(w[v1 - 1], b' ' | b'\t') {
-            v1 -= 1;
+        if matches!(w[stop - 1], b' ' | b'\t') {
+            while v1 > v0 && matches!(w[v1 - 1], b' ' | b'\t') {
+                v1 -= 1;
+            }
         }
         // Written always, kept when counted: `k <= fields.len() < MAX_HEADERS
         // <= 128`, so the mask changes nothing (it spares a bounds check).

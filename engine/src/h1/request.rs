@@ -1,6 +1,11 @@
 //! Request head parsing (RFC 9112 §2-3, §6.3) with httparse in its strict,
 //! default configuration, plus the checks httparse leaves to its caller:
 //! bare LF, Host rules, Content-Length / Transfer-Encoding policy, target form.
+//!
+//! Heads of the common shape are tokenised by `fast_head` in one pass
+//! instead, which decides only heads (and partial heads) that httparse
+//! would parse the same way and leaves every other to httparse here; the
+//! checks after tokenising are shared.
 
 use std::mem::MaybeUninit;
 

@@ -86,8 +86,9 @@ fn bytes_below(x: u64, n: u8) -> u64 {
 }
 
 /// Index of the first byte of `w` from `at` on that `stop` flags: words
-/// through `flag` (which must flag the same bytes first, see above), the
-/// last few bytes one at a time. `None` when there is none before the end.
+/// through `flag` (which must flag every such byte, and no other below the
+/// first: see above), the last few bytes one at a time. `None` when there
+/// is none before the end. Debug builds check `flag` against `stop`.
 #[inline(always)]
 fn find(
     w: &[u8],
@@ -107,6 +108,7 @@ fn find(
             debug_assert!(stop(w[i]) && !w[at..i].iter().any(|&b| stop(b)));
             return Some(i);
         }
+        debug_assert!(!w[at..at + 16].iter().any(|&b| stop(b)));
         at += 16;
     }
     if at + 8 <= w.len() {
@@ -116,6 +118,7 @@ fn find(
             debug_assert!(stop(w[i]) && !w[at..i].iter().any(|&b| stop(b)));
             return Some(i);
         }
+        debug_assert!(!w[at..at + 8].iter().any(|&b| stop(b)));
         at += 8;
     }
     while at < w.len() {
@@ -125,6 +128,29 @@ fn find(
         at += 1;
     }
     None
+}
+
+/// [`find`]'s flags for the target: bytes outside `0x21..=0x7e` (below
+/// 0x21, or 0x7f and above, where `b + 1` reaches the high bit).
+#[inline(always)]
+fn not_visible(x: u64) -> u64 {
+    bytes_below(x, 0x21) | ((x.wrapping_add(ONES) | x) & HIGH)
+}
+
+#[inline(always)]
+fn is_not_visible(b: u8) -> bool {
+    !(0x21..=0x7e).contains(&b)
+}
+
+/// [`find`]'s flags for a field value: the CTLs (HTAB included) and DEL.
+#[inline(always)]
+fn ctl(x: u64) -> u64 {
+    bytes_below(x, 0x20) | zero_bytes(x ^ (ONES * 0x7f))
+}
+
+#[inline(always)]
+fn is_ctl(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
 }
 
 /// Index of the first byte of `w` from `at` on that is not a tchar (a
@@ -176,14 +202,7 @@ pub(crate) fn tokenise(
     }
     // Target: `0x21..=0x7e` bytes, then SP.
     let t0 = method_end + 1;
-    let t1 = find(
-        w,
-        t0,
-        // Below 0x21, or 0x7f and above (`b + 1` reaches the high bit).
-        |x| bytes_below(x, 0x21) | ((x.wrapping_add(ONES) | x) & HIGH),
-        |b| !(0x21..=0x7e).contains(&b),
-    )
-    .ok_or(Partial)?;
+    let t1 = find(w, t0, not_visible, is_not_visible).ok_or(Partial)?;
     if t1 == t0 || t1 - t0 > MAX_TARGET_LEN || w[t1] != b' ' {
         return Err(Other);
     }
@@ -237,13 +256,7 @@ pub(crate) fn tokenise(
         }
         let mut stop = v0;
         loop {
-            stop = find(
-                w,
-                stop,
-                |x| bytes_below(x, 0x20) | zero_bytes(x ^ (ONES * 0x7f)),
-                |b| b < 0x20 || b == 0x7f,
-            )
-            .ok_or(Partial)?;
+            stop = find(w, stop, ctl, is_ctl).ok_or(Partial)?;
             if w[stop] != b'\t' {
                 break;
             }
@@ -272,5 +285,63 @@ pub(crate) fn tokenise(
             hop: false,
         });
         at = stop + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_scans_find_the_first_stop_byte() {
+        // Every byte value at every offset of buffers long enough for each
+        // of `find`'s loops, over a background of random bytes that do not
+        // stop (so the byte placed is the first that does, when it does),
+        // then random stopping bytes after it.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        type Scan = (fn(u64) -> u64, fn(u8) -> bool);
+        let scans: [Scan; 2] = [(not_visible, is_not_visible), (ctl, is_ctl)];
+        for (flag, stop) in scans {
+            let go: Vec<u8> = (0..=255u8).filter(|&b| !stop(b)).collect();
+            let halt: Vec<u8> = (0..=255u8).filter(|&b| stop(b)).collect();
+            for len in [1, 7, 8, 9, 15, 16, 17, 24, 31, 40] {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut w: Vec<u8> =
+                            (0..len).map(|_| go[next() as usize % go.len()]).collect();
+                        w[at] = b;
+                        for x in w.iter_mut().skip(at + 1) {
+                            if next() % 4 == 0 {
+                                *x = halt[next() as usize % halt.len()];
+                            }
+                        }
+                        let want = w.iter().position(|&c| stop(c));
+                        assert_eq!(find(&w, 0, flag, stop), want, "{w:?}");
+                        // And from an offset.
+                        let from = at.min(3);
+                        let want = (from..len).find(|&i| stop(w[i]));
+                        assert_eq!(find(&w, from, flag, stop), want, "{w:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tchar_table_is_httparse_token_set() {
+        for b in 0..=255u8 {
+            assert_eq!(TCHAR[b as usize], super::super::is_tchar(b), "{b:#x}");
+        }
+        let w = b"Content-Type: x";
+        assert_eq!(tchar_run(w, 0), Some(12));
+        assert_eq!(tchar_run(b"Content-Type", 0), None);
+        assert_eq!(tchar_run(b"Content-Type", 3), None);
+        assert_eq!(tchar_run(b"a b", 0), Some(1));
     }
 }

@@ -238,6 +238,10 @@ const MAX_WRITERS: usize = 16;
 const BATCH_BUDGET_US: u64 = 1_000;
 /// How often a parked writer checks whether it is still wanted.
 const WRITER_IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Longest a writer holds a partial batch back for more copies (a glommio
+/// timer: it may fire tens of ms late, which only delays copies, whose
+/// measured latency starts when they are written).
+const FILL_WAIT: Duration = Duration::from_millis(1);
 
 /// One shadow's pending copies on one core, and its writers.
 #[derive(Default)]
@@ -247,6 +251,10 @@ pub struct Lane {
     /// A writer with nothing to do waits here (at most one parks; others exit).
     idle: Notify,
     parked: Cell<bool>,
+    /// A writer holding a partial batch back waits here until the lane has
+    /// a full one (at most one waits; others take what there is).
+    fill: Notify,
+    filling: Cell<bool>,
     /// The shadow closed a connection after a response: stop pipelining.
     no_pipeline: Cell<bool>,
     /// Moving average of the shadow's time per answer (µs), from the gaps
@@ -263,6 +271,13 @@ impl Lane {
         }
         let per = self.service_us.get().max(1);
         ((BATCH_BUDGET_US / per) as usize).clamp(1, MAX_BATCH)
+    }
+
+    /// Copies worth waiting for before a write (see `writer`): a full
+    /// batch, but never so many that waiting for them fills the in-flight
+    /// cap (they count against it while they wait).
+    fn fill_target(&self, max_inflight: usize) -> usize {
+        self.batch_limit().min(max_inflight / 2).max(1)
     }
 
     fn observe_service(&self, us: u64) {
@@ -296,6 +311,10 @@ pub async fn run_dispatcher(q: Rc<MirrorQueue>, tq: glommio::TaskQueueHandle) {
             };
             if lane.parked.get() {
                 lane.idle.notify();
+            } else if lane.filling.get() {
+                if pending >= lane.fill_target(st.gen.config.mirror.max_inflight) {
+                    lane.fill.notify();
+                }
             } else if lane.writers.get() == 0
                 || (pending > lane.batch_limit() && lane.writers.get() < MAX_WRITERS)
             {
@@ -327,6 +346,21 @@ async fn writer(st: Rc<CoreState>, u: usize) {
     let lane = &st.lanes[u];
     let mut bufs = WriterBufs::default();
     loop {
+        // A pipelining lane with a partial batch waits a moment for a full
+        // one: every write to the shadow costs a send, a wake-up of the
+        // shadow and a receive of its answers, whatever its size.
+        let pending = lane.pending.borrow().len();
+        let fill = lane.fill_target(st.gen.config.mirror.max_inflight);
+        if pending > 0
+            && pending < fill
+            && fill > 1
+            && !lane.filling.get()
+            && !st.shared.is_draining()
+        {
+            lane.filling.set(true);
+            futures_lite::future::or(lane.fill.wait(), glommio::timer::sleep(FILL_WAIT)).await;
+            lane.filling.set(false);
+        }
         {
             let mut p = lane.pending.borrow_mut();
             let n = lane.batch_limit();

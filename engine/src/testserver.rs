@@ -391,15 +391,25 @@ impl TestServer {
 
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        let deadline = Instant::now() + JOIN_BUDGET;
+        let start = Instant::now();
+        let deadline = start + JOIN_BUDGET;
         for t in self.threads.drain(..) {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
             if t.is_finished() {
                 let _ = t.join();
+            } else {
+                // Detached; it exits on its own once its tasks see the flag.
+                eprintln!(
+                    "testserver {}: an executor did not stop within {JOIN_BUDGET:?}; detached",
+                    self.addr
+                );
             }
-            // else: detached; it exits on its own once its tasks see the flag.
+        }
+        let took = start.elapsed();
+        if took > Duration::from_millis(500) {
+            eprintln!("testserver {}: stopping took {took:?}", self.addr);
         }
     }
 }

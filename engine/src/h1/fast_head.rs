@@ -19,7 +19,9 @@
 //! the value holds HTAB, SP, VCHAR or obs-text (httparse's value bytes),
 //! then CRLF.
 
-use super::{maybe_known_loose, Field, Span, Version, MAX_HEADERS, MAX_TARGET_LEN};
+use super::{
+    ascii_alnum_and, maybe_known_loose, Field, Span, Version, MAX_HEADERS, MAX_TARGET_LEN,
+};
 
 /// A request head tokenised by [`tokenise`]; offsets into the window.
 pub(crate) struct Tokens {
@@ -33,33 +35,7 @@ pub(crate) struct Tokens {
 }
 
 /// RFC 9110 tchar: httparse's token (method and field name) bytes.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    t
-};
+static TCHAR: [bool; 256] = ascii_alnum_and(b"!#$%&'*+-.^_`|~");
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;

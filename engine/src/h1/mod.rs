@@ -122,6 +122,23 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// A byte-class table: ASCII letters and digits plus `extra` (built at
+/// compile time; one load per byte where a `matches!` would branch).
+pub(crate) const fn ascii_alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut k = 0;
+    while k < extra.len() {
+        t[extra[k] as usize] = true;
+        k += 1;
+    }
+    t
+}
+
 /// RFC 9110 token character.
 #[inline]
 pub fn is_tchar(b: u8) -> bool {

@@ -13,9 +13,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::fast_head::{tokenise, Stop, Tokens};
 use super::{
-    bare_lf_before_line, bare_lf_outside_field_lines, classify_slow, eq_ignore_case_lower,
-    has_bare_lf, list_items, maybe_known_loose, parse_content_length, trim_ows, Field, Known, Span,
-    Version, MAX_HEADERS, MAX_TARGET_LEN,
+    ascii_alnum_and, bare_lf_before_line, bare_lf_outside_field_lines, classify_slow,
+    eq_ignore_case_lower, has_bare_lf, list_items, maybe_known_loose, parse_content_length,
+    trim_ows, Field, Known, Span, Version, MAX_HEADERS, MAX_TARGET_LEN,
 };
 use crate::error::Kind;
 
@@ -693,37 +693,7 @@ fn split_absolute(t: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Bytes allowed in a Host / authority: reg-name, IP-literal, port.
-static AUTHORITY: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-            );
-        i += 1;
-    }
-    t
-};
+static AUTHORITY: [bool; 256] = ascii_alnum_and(b"-._~%!$&'()*+,;=:[]");
 
 /// Characters allowed in a Host / authority (table lookup per byte, with no
 /// branch per byte: a Host is short and nearly always valid).

@@ -183,3 +183,70 @@ fn timers_due_within_microseconds_never_leave_the_executor_asleep() {
     assert!(done.is_ok(), "the executor overslept a due timer (hung)");
     ex.join().expect("join");
 }
+
+/// Reads on a glommio `TcpStream` (a multishot readiness poll in the
+/// patched reactor, notes/glommio-reactor-deadline.md): bytes that arrive
+/// in small pieces with pauses, while the reader is asleep, after a read
+/// that filled the buffer, and after one that emptied the socket, all
+/// arrive; EOF is seen, and seen again at once on the next reads.
+#[test]
+fn socket_reads_see_every_byte_and_eof_through_readiness_events() {
+    use futures_lite::AsyncReadExt;
+    use std::io::Write;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // The writer: 200 pieces of 1..=97 bytes, a pause after every 10th
+    // (long enough that the reader has gone to sleep), then close.
+    let writer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut sent = Vec::new();
+        for i in 0..200u32 {
+            let piece: Vec<u8> = (0..=(i % 97)).map(|j| (i * 31 + j) as u8).collect();
+            s.write_all(&piece).expect("write");
+            sent.extend_from_slice(&piece);
+            if i % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Close only once the reader has everything: its last bytes must
+        // come from its own reads, not from the wake-up a FIN would cause.
+        let mut ack = [0u8; 1];
+        let _ = std::io::Read::read_exact(&mut s, &mut ack);
+        sent
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 10)
+        .spawn(move || async move {
+            let mut s = glommio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect");
+            let total: usize = (0..200u32).map(|i| (i % 97) as usize + 1).sum();
+            let mut got = Vec::new();
+            // A 64-byte buffer: many reads fill it and leave bytes behind.
+            let mut buf = [0u8; 64];
+            while got.len() < total {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "EOF after {} of {total} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            futures_lite::AsyncWriteExt::write_all(&mut s, b"k")
+                .await
+                .expect("ack");
+            assert_eq!(s.read(&mut buf).await.expect("read to EOF"), 0);
+            // EOF repeats without waiting for an event.
+            for _ in 0..3 {
+                assert_eq!(s.read(&mut buf).await.expect("read after EOF"), 0);
+            }
+            let _ = tx.send(got);
+        })
+        .expect("executor");
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the reader missed a readiness event (hung)");
+    let sent = writer.join().expect("writer");
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "bytes differ");
+    ex.join().expect("join");
+}

@@ -435,6 +435,16 @@ impl Reactor {
         source
     }
 
+    /// shadowtee patch: a multishot read-readiness poll: each time `fd`
+    /// turns readable its source gets a result (see `Source::take_result`)
+    /// and its waiter is woken, until the source is dropped.
+    pub(crate) fn poll_read_ready_multi(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multi(&source, common_flags() | read_flags());
+        source
+    }
+
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

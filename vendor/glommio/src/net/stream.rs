@@ -221,6 +221,10 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// shadowtee patch: the last receive may have left bytes (it filled the
+    /// buffer) or found EOF or an error, which repeat at once: try `recv`
+    /// without waiting for a readiness event.
+    rx_ready: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -253,6 +257,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
+    // shadowtee patch: reads wait on one multishot readiness poll per
+    // stream, armed the first time a read finds nothing, instead of a
+    // one-shot poll armed after every read that did not fill the buffer
+    // (upstream: an SQE, a `Source` allocation and a kernel poll arm per
+    // read). Each completion of the poll marks the stream readable
+    // (`take_result`) and wakes the reader; a `recv` that finds nothing
+    // waits for the next one. Bytes that arrive after a `recv` always post
+    // a completion, which is processed on this thread after this call.
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
@@ -260,38 +272,25 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        let fd = self.stream.as_raw_fd();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
+        let event = self.source_rx.as_ref().is_some_and(|src| src.take_result());
+        if self.rx_ready || event || self.source_rx.is_none() {
+            if let Some(result) = super::yolo_recv(fd, buf) {
                 self.read_timeout.cancel_timer(reactor);
-                let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-                }
-                return Poll::Ready(Ok(result));
+                // A short read emptied the socket; a full one may not have,
+                // and EOF and errors repeat.
+                self.rx_ready = !matches!(result, Ok(n) if n > 0 && n < buf.len());
+                return Poll::Ready(result);
             }
+            self.rx_ready = false;
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if !self.source_rx.as_ref().is_some_and(|src| src.is_armed()) {
+            self.source_rx = Some(reactor.poll_read_ready_multi(fd));
         }
-
         let source = self.source_rx.as_ref().unwrap();
         source.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
@@ -366,6 +365,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_ready: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -234,6 +234,18 @@ impl Source {
         })
     }
 
+    /// shadowtee patch: take the result a completion left (a multishot
+    /// source gets one per completion); whether there was one.
+    pub(crate) fn take_result(&self) -> bool {
+        self.inner.borrow_mut().wakers.result.take().is_some()
+    }
+
+    /// shadowtee patch: whether the request is queued or in the kernel (a
+    /// multishot poll that ended, or was never submitted, is not).
+    pub(crate) fn is_armed(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -57,6 +57,8 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    /// shadowtee patch: a multishot poll (IORING_POLL_ADD_MULTI).
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +276,12 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                // IORING_POLL_ADD_MULTI: the poll stays armed and posts a
+                // completion (flagged MORE) each time the file turns ready.
+                sqe.raw_mut().len = 1;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -541,7 +549,7 @@ fn process_one_event<F, R>(
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<(bool, bool)>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -549,12 +557,20 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some((false, true));
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        // shadowtee patch: a multishot request's completions flagged MORE
+        // leave its source registered (it is still in the kernel); the
+        // last one (no MORE: cancelled, or an error) consumes it as usual.
+        // Returns (woke, whether the request left the kernel).
+        let id = from_user_data(value.user_data());
+        let last = !value.flags().contains(iou::cqe::CompletionFlags::MORE);
+        let src = if last {
+            source_map.borrow_mut().consume_source(id)
+        } else {
+            source_map.borrow_mut().peek_source(id)
+        };
 
         let result = value.result();
 
@@ -565,7 +581,7 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some((woke, last));
     }
     None
 }
@@ -598,6 +614,11 @@ impl SourceMap {
         f: Fn,
     ) -> R {
         f(self[id].borrow_mut())
+    }
+
+    /// shadowtee patch: the source of a request still in the kernel.
+    fn peek_source(&mut self, id: SourceId) -> Pin<Rc<RefCell<InnerSource>>> {
+        self[id].clone()
     }
 
     fn consume_source(&mut self, id: SourceId) -> Pin<Rc<RefCell<InnerSource>>> {
@@ -852,9 +873,11 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, left_kernel)| {
+            if left_kernel {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1185,9 +1208,11 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, left_kernel)| {
+            if left_kernel {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1445,6 +1470,17 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// shadowtee patch: a poll that stays armed (see `PollAddMulti`).
+    pub(crate) fn poll_ready_multi(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,

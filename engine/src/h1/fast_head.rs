@@ -274,13 +274,7 @@ mod tests {
         // of `find`'s loops, over a background of random bytes that do not
         // stop (so the byte placed is the first that does, when it does),
         // then random stopping bytes after it.
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::h1::xorshift(0x9e37_79b9_7f4a_7c15);
         type Scan = (fn(u64) -> u64, fn(u8) -> bool);
         let scans: [Scan; 2] = [(not_visible, is_not_visible), (ctl, is_ctl)];
         for (flag, stop) in scans {
@@ -293,7 +287,7 @@ mod tests {
                             (0..len).map(|_| go[next() as usize % go.len()]).collect();
                         w[at] = b;
                         for x in w.iter_mut().skip(at + 1) {
-                            if next() % 4 == 0 {
+                            if next().is_multiple_of(4) {
                                 *x = halt[next() as usize % halt.len()];
                             }
                         }

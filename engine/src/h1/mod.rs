@@ -386,6 +386,17 @@ pub(crate) fn classify_slow(name: &[u8]) -> Known {
 #[cfg(test)]
 mod fuzz_tests;
 
+/// Tests' deterministic random numbers: xorshift64 from `seed` (non-zero).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,13 +416,7 @@ mod tests {
             b"x-forwarded-for",
             b"transfer-encoding",
         ];
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::h1::xorshift(0x9e37_79b9_7f4a_7c15);
         for &k in keys {
             // Every byte value at every position, on the key in both cases.
             for base in [k.to_vec(), k.to_ascii_uppercase()] {

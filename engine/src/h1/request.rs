@@ -318,7 +318,7 @@ fn parse_head(
         }));
     };
     *spare = fields;
-    Err(if has_bare_lf(head) { BARE_LF } else { err })
+    Err(bare_lf_first(head, err))
 }
 
 /// The head at the front of `window` through httparse, for every head
@@ -383,7 +383,7 @@ fn tokenise_with_httparse(
             n_known,
         });
     };
-    Err(Some(if has_bare_lf(head) { BARE_LF } else { err }))
+    Err(Some(bare_lf_first(head, err)))
 }
 
 /// What to answer when the head at the front of `window` is incomplete:
@@ -459,6 +459,16 @@ fn assert_httparse_agrees(window: &[u8], t: &Tokens, fields: &[Field], known: &[
 }
 
 const BARE_LF: Kind = Kind::BadRequest("bare LF in request head");
+
+/// The verdict for a rejected head: a bare LF anywhere in it wins over
+/// `err`, whichever check found `err` first.
+fn bare_lf_first(head: &[u8], err: Kind) -> Kind {
+    if has_bare_lf(head) {
+        BARE_LF
+    } else {
+        err
+    }
+}
 
 /// Fields room is made for before a parse: enough for most heads (the
 /// benches' browser head has 9); more grow the list by doubling.

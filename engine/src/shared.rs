@@ -374,10 +374,10 @@ pub struct Shared {
     current: ArcSwap<Generation>,
     generation: AtomicU64,
     draining: AtomicBool,
-    /// Dropped by [`Shared::begin_drain`]: every core waits on a dup of
+    /// Shut down by [`Shared::begin_drain`]: every core waits on a dup of
     /// `drain_rx`, whose read then returns EOF, so an idle core sleeps
     /// until a drain instead of polling the flag on a timer.
-    drain_tx: ArcSwapOption<UnixStream>,
+    drain_tx: UnixStream,
     drain_rx: UnixStream,
     pub cores: usize,
     pub config_path: Option<PathBuf>,
@@ -395,7 +395,7 @@ impl Shared {
             current: ArcSwap::from_pointee(Generation::build(1, config, cores, None)),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
-            drain_tx: ArcSwapOption::from_pointee(drain_tx),
+            drain_tx,
             drain_rx,
             cores,
             config_path,
@@ -425,8 +425,8 @@ impl Shared {
     /// every core (EOF on its [`Shared::drain_watch`] socket). Idempotent.
     pub fn begin_drain(&self) {
         self.draining.store(true, Relaxed);
-        // The only reference: dropping it closes the socket.
-        drop(self.drain_tx.swap(None));
+        // EOF for every reader; a second shutdown only fails (ENOTCONN).
+        let _ = self.drain_tx.shutdown(std::net::Shutdown::Write);
     }
     /// A socket that becomes readable (EOF) once a drain begins; one per core.
     pub fn drain_watch(&self) -> io::Result<OwnedFd> {

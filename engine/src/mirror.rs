@@ -351,12 +351,7 @@ async fn writer(st: Rc<CoreState>, u: usize) {
         // shadow and a receive of its answers, whatever its size.
         let pending = lane.pending.borrow().len();
         let fill = lane.fill_target(st.gen.config.mirror.max_inflight);
-        if pending > 0
-            && pending < fill
-            && fill > 1
-            && !lane.filling.get()
-            && !st.shared.is_draining()
-        {
+        if pending > 0 && pending < fill && !lane.filling.get() && !st.shared.is_draining() {
             lane.filling.set(true);
             futures_lite::future::or(lane.fill.wait(), glommio::timer::sleep(FILL_WAIT)).await;
             lane.filling.set(false);

@@ -16,6 +16,11 @@
 # (utime+stime from /proc over the requests their generator completed) and
 # B/A; the last line is the median B/A. Needs: a release build, taskset,
 # python3; nginx for the nginx variants.
+#
+# RATE=N (environment) loads both proxies open-loop at N requests/s each
+# instead of closed-loop: the same offered load for both, so neither gets
+# more work per wake-up than the other. Without it, each proxy serves what
+# its 25 connections can drive, and the faster one batches more per wake.
 set -euo pipefail
 
 ROUNDS=${1:?rounds}; DUR=${2:?duration, e.g. 4s}; A=${3:?A}; B=${4:?B}
@@ -115,11 +120,13 @@ start a "$A" 18501 19501
 start b "$B" 18502 19502
 sleep 0.7
 
-echo "A = $A, B = $B; $ROUNDS rounds of $DUR, both loaded at once (25 connections each)"
+RATE_ARGS=(); LOAD="closed loop, 25 connections each"
+if [ -n "${RATE:-}" ]; then RATE_ARGS=(-R "$RATE"); LOAD="open loop, $RATE requests/s each over 25 connections"; fi
+echo "A = $A, B = $B; $ROUNDS rounds of $DUR, both loaded at once ($LOAD)"
 for r in $(seq "$ROUNDS"); do
   a0=$(cpu_ticks $CPUPIDS_a); b0=$(cpu_ticks $CPUPIDS_b)
-  taskset -c 0 "$LT" run "http://127.0.0.1:$PORT_a/" -c 25 -d "$DUR" --cpus 0 --json > "$WORK/a.json" 2>/dev/null & ga=$!
-  taskset -c 0 "$LT" run "http://127.0.0.1:$PORT_b/" -c 25 -d "$DUR" --cpus 0 --json > "$WORK/b.json" 2>/dev/null & gb=$!
+  taskset -c 0 "$LT" run "http://127.0.0.1:$PORT_a/" -c 25 -d "$DUR" --cpus 0 "${RATE_ARGS[@]}" --json > "$WORK/a.json" 2>/dev/null & ga=$!
+  taskset -c 0 "$LT" run "http://127.0.0.1:$PORT_b/" -c 25 -d "$DUR" --cpus 0 "${RATE_ARGS[@]}" --json > "$WORK/b.json" 2>/dev/null & gb=$!
   wait $ga $gb
   a1=$(cpu_ticks $CPUPIDS_a); b1=$(cpu_ticks $CPUPIDS_b)
   python3 - "$a0" "$a1" "$b0" "$b1" "$(getconf CLK_TCK)" "$WORK" <<'PY'

@@ -250,3 +250,99 @@ fn socket_reads_see_every_byte_and_eof_through_readiness_events() {
     assert!(got == sent, "bytes differ");
     ex.join().expect("join");
 }
+
+/// Wake-ups from other threads reach a sleeping executor. The patched
+/// reactor fences where upstream made a `membarrier` system call before
+/// sleeping (notes/glommio-reactor-deadline.md): a lost wake-up here would
+/// leave the receiver asleep for good. Two shapes, many times each, with the
+/// sender pausing so the receiver falls asleep between messages: a glommio
+/// shared channel between two executors (a tiny bound, so both sides also
+/// wait for each other), and a plain thread waking a task's waker.
+#[test]
+fn wakeups_from_other_threads_reach_a_sleeping_executor() {
+    use std::sync::mpsc;
+    use std::task::{Poll, Waker};
+
+    const N: u64 = 3000;
+    let (tx, rx) = mpsc::channel();
+    let (send, recv) = glommio::channels::shared_channel::new_bounded::<u64>(2);
+    let builder = || {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(64 << 10)
+            .preempt_timer(Duration::from_millis(20))
+    };
+    let receiver = builder()
+        .spawn(move || async move {
+            let recv = recv.connect().await;
+            let mut sum = 0;
+            while let Some(v) = recv.recv().await {
+                sum += v;
+            }
+            let _ = tx.send(sum);
+        })
+        .expect("receiver executor");
+    let sender = builder()
+        .spawn(move || async move {
+            let send = send.connect().await;
+            let mut rng = crate::h1::xorshift(0x9e37_79b9_7f4a_7c15);
+            for i in 1..=N {
+                send.send(i).await.expect("send");
+                if rng().is_multiple_of(8) {
+                    glommio::timer::sleep(Duration::from_micros(rng() % 300)).await;
+                }
+            }
+        })
+        .expect("sender executor");
+    let sum = rx.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        sum.ok(),
+        Some(N * (N + 1) / 2),
+        "a cross-executor wake-up was lost (hung)"
+    );
+    sender.join().expect("join sender");
+    receiver.join().expect("join receiver");
+
+    // A plain thread wakes a task that has nothing else to wake it.
+    let (wakers_tx, wakers_rx) =
+        mpsc::channel::<(Waker, std::sync::Arc<std::sync::atomic::AtomicBool>)>();
+    let (tx, rx) = mpsc::channel();
+    let waker_thread = std::thread::spawn(move || {
+        let mut rng = crate::h1::xorshift(0x2545_f491_4f6c_dd1d);
+        while let Ok((waker, flag)) = wakers_rx.recv() {
+            if rng().is_multiple_of(4) {
+                std::thread::sleep(Duration::from_micros(rng() % 300));
+            }
+            flag.store(true, std::sync::atomic::Ordering::Release);
+            waker.wake();
+        }
+    });
+    let ex = builder()
+        .spawn(move || async move {
+            for _ in 0..N {
+                let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut sent = false;
+                std::future::poll_fn(|cx| {
+                    if flag.load(std::sync::atomic::Ordering::Acquire) {
+                        return Poll::Ready(());
+                    }
+                    if !sent {
+                        sent = true;
+                        wakers_tx
+                            .send((cx.waker().clone(), flag.clone()))
+                            .expect("waker thread");
+                    }
+                    Poll::Pending
+                })
+                .await;
+            }
+            let _ = tx.send(());
+        })
+        .expect("executor");
+    let done = rx.recv_timeout(Duration::from_secs(30));
+    assert!(
+        done.is_ok(),
+        "a wake-up from another thread was lost (hung)"
+    );
+    ex.join().expect("join");
+    waker_thread.join().expect("join waker thread");
+}

@@ -122,7 +122,17 @@ impl Timers {
     /// Return the duration until next event and the number of
     /// ready and woke timers.
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
+        // shadowtee patch: this runs on every reactor loop. Upstream read
+        // the clock and split the map (a `BTreeMap::split_off`, which
+        // allocates) even with no timer, or none due.
+        let first = match self.timers.keys().next() {
+            Some(&(when, _)) => when,
+            None => return (None, 0),
+        };
         let now = Instant::now();
+        if first > now {
+            return (Some(first - now), 0);
+        }
 
         // Split timers into ready and pending timers.
         let pending = self.timers.split_off(&(now, 0));

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         source::StatsCollection, PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1902,10 +1902,19 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // shadowtee patch: upstream issued `membarrier::heavy()` here, a
+            // `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call on
+            // every sleep (~1% of a proxy core under load), so that remote
+            // notifiers could test `should_notify` with no fence at all
+            // (see https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/).
+            // Both sides now fence instead: this store of `should_notify`
+            // and the loads of the channels below are separated by a SeqCst
+            // fence, and `SleepNotifier::notify` puts a SeqCst fence between
+            // the remote's push and its read of `should_notify`. Of two
+            // SeqCst fences one comes first, so either the remote sees the
+            // flag (and writes the eventfd) or we see its push (and do not
+            // sleep). Remote notifications are rare; sleeps are not.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {

@@ -229,7 +229,7 @@ impl RateLimiter {
 }
 
 /// Most copies written back-to-back on one shadow connection.
-const MAX_BATCH: usize = 32;
+const MAX_BATCH: usize = 64;
 /// Most writer tasks (so connections) per shadow per core.
 const MAX_WRITERS: usize = 16;
 /// Pipelining depth adapts so that a copy waits at most about this long
@@ -241,7 +241,7 @@ const WRITER_IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Longest a writer holds a partial batch back for more copies (a glommio
 /// timer: it may fire tens of ms late, which only delays copies, whose
 /// measured latency starts when they are written).
-const FILL_WAIT: Duration = Duration::from_millis(1);
+const FILL_WAIT: Duration = Duration::from_millis(2);
 
 /// One shadow's pending copies on one core, and its writers.
 #[derive(Default)]

@@ -322,7 +322,16 @@ impl Worker {
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         glommio::spawn_local(async move {
-            crate::proxy::serve_conn(w.clone(), stream).await;
+            // A panic is a bug; it must cost its own connection, not the
+            // core's executor and every connection on it. The panic hook
+            // has already written the message to stderr; the connection's
+            // state is dropped during the unwind, which closes it.
+            let conn = std::panic::AssertUnwindSafe(crate::proxy::serve_conn(w.clone(), stream));
+            if futures_lite::FutureExt::catch_unwind(conn).await.is_err() {
+                eprintln!(
+                    "shadowtee: a connection task panicked (a bug); that connection was closed"
+                );
+            }
             w.active.set(w.active.get() - 1);
             w.state()
                 .stats

@@ -196,20 +196,109 @@ pub(crate) fn tokenise(
         v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
         _ => return Err(Other),
     };
-    let mut at = t1 + 11;
+    let (n, n_known) = field_lines(w, t1 + 11, fields, known)?;
+    Ok(Tokens {
+        n,
+        method: Span::at(0, method_end),
+        target: Span::at(t0, t1),
+        version,
+        n_known,
+    })
+}
+
+/// A response status line tokenised by [`tokenise_response`].
+pub(crate) struct StatusTokens {
+    /// Length of the head, final CRLF included.
+    pub n: usize,
+    pub code: u16,
+    pub version: Version,
+    pub reason: Span,
+}
+
+/// Tokenise the response head at the front of `w` when it has the common
+/// shape: `HTTP/1.(0|1) SP 3DIGIT SP reason CRLF` (or no `SP reason`), the
+/// reason made of HTAB, SP and VCHAR, then field lines as in requests
+/// ([`field_lines`]; httparse parses response fields with the request
+/// rules in its default configuration). A status line it does not see
+/// whole, or with obs-text in the reason (httparse then reports an empty
+/// reason), goes to httparse: `Partial` comes only from the field lines.
+/// Fields, `known` and `Err` as for [`tokenise`].
+pub(crate) fn tokenise_response(
+    w: &[u8],
+    fields: &mut Vec<Field>,
+    known: &mut [u8; 128],
+) -> Result<StatusTokens, Stop> {
+    debug_assert!(fields.is_empty());
+    let Some(line) = w.get(..13) else {
+        return Err(Other);
+    };
+    let version = match word(line, 0) {
+        v if v == u64::from_le_bytes(*b"HTTP/1.1") => Version::Http11,
+        v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
+        _ => return Err(Other),
+    };
+    let [b' ', d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', d2 @ b'0'..=b'9', after] = line[8..13] else {
+        return Err(Other);
+    };
+    let code = u16::from(d0 - b'0') * 100 + u16::from(d1 - b'0') * 10 + u16::from(d2 - b'0');
+    let (reason, at) = match after {
+        b' ' => {
+            // The reason: up to the first CTL other than HTAB, which must
+            // be CR LF.
+            let mut stop = 13;
+            loop {
+                stop = find(w, stop, ctl, is_ctl).ok_or(Partial)?;
+                if w[stop] != b'\t' {
+                    break;
+                }
+                stop += 1;
+            }
+            if w[stop] != b'\r' {
+                return Err(Other);
+            }
+            match w.get(stop + 1) {
+                Some(b'\n') => {}
+                Some(_) => return Err(Other),
+                None => return Err(Partial),
+            }
+            if !w[13..stop].is_ascii() {
+                return Err(Other);
+            }
+            (Span::at(13, stop), stop + 2)
+        }
+        b'\r' => match w.get(13) {
+            Some(b'\n') => (Span::at(12, 12), 14),
+            Some(_) => return Err(Other),
+            None => return Err(Partial),
+        },
+        _ => return Err(Other),
+    };
+    let (n, _) = field_lines(w, at, fields, known)?;
+    Ok(StatusTokens {
+        n,
+        code,
+        version,
+        reason,
+    })
+}
+
+/// The field lines from `at` on and the empty line that ends the head, for
+/// [`tokenise`] and [`tokenise_response`]: `(head length, how many indices
+/// went to the front of known)`.
+#[inline(always)]
+fn field_lines(
+    w: &[u8],
+    mut at: usize,
+    fields: &mut Vec<Field>,
+    known: &mut [u8; 128],
+) -> Result<(usize, usize), Stop> {
     let mut k = 0usize;
     loop {
         // A line: the empty one ends the head.
         match *w.get(at).ok_or(Partial)? {
             b'\r' => {
                 return match w.get(at + 1) {
-                    Some(b'\n') => Ok(Tokens {
-                        n: at + 2,
-                        method: Span::at(0, method_end),
-                        target: Span::at(t0, t1),
-                        version,
-                        n_known: k,
-                    }),
+                    Some(b'\n') => Ok((at + 2, k)),
                     Some(_) => Err(Other),
                     None => Err(Partial),
                 };

@@ -7,9 +7,14 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 
+#[cfg(debug_assertions)]
+use super::fast_head::StatusTokens;
 use super::{
-    body::Decoder, classify, has_bare_lf, list_items, parse_content_length, trim_ows, Field, Known,
-    Span, Version, MAX_HEADERS,
+    body::Decoder,
+    classify,
+    fast_head::{tokenise_response, Stop},
+    has_bare_lf, list_items, parse_content_length, trim_ows, Field, Known, Span, Version,
+    MAX_HEADERS,
 };
 
 /// How a response body is delimited.
@@ -97,47 +102,72 @@ pub fn parse_response_reusing(
     head_request: bool,
     spare: &mut Vec<Field>,
 ) -> Result<Option<ResponseHead>, &'static str> {
+    parse(buf, max_bytes, head_request, spare, true)
+}
+
+/// [`parse_response_reusing`]; `fast: false` skips the fast path (tests
+/// compare the two paths).
+#[inline(always)]
+fn parse(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    head_request: bool,
+    spare: &mut Vec<Field>,
+    fast: bool,
+) -> Result<Option<ResponseHead>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }
     let limit = max_bytes.min(buf.len());
     let window = &buf[..limit];
-    let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
-        [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let n = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        window,
-        &mut headers,
-    ) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
+    let mut fields = std::mem::take(spare);
+    fields.clear();
+    let mut known = [0u8; 128];
+    // The common shape in one pass (`fast_head`); anything else through
+    // httparse.
+    let fast = if fast {
+        tokenise_response(window, &mut fields, &mut known)
+    } else {
+        Err(Stop::Other)
+    };
+    let (n, code, version, reason) = match fast {
+        Ok(t) => {
+            #[cfg(debug_assertions)]
+            assert_httparse_agrees(window, &t, &fields);
+            (t.n, t.code, t.version, t.reason)
+        }
+        Err(Stop::Partial) => {
+            #[cfg(debug_assertions)]
+            assert_httparse_partial(window);
+            fields.clear();
+            *spare = fields;
             if buf.len() >= max_bytes {
                 return Err("upstream response head too large");
             }
             return Ok(None);
         }
-        Err(_) => return Err("malformed upstream response head"),
-    };
-    if has_bare_lf(&window[..n]) {
-        return Err("bare LF in upstream response head");
-    }
-    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
-        return Err("malformed upstream status line");
+        Err(Stop::Other) => {
+            fields.clear();
+            match parse_with_httparse(window, &mut fields) {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    *spare = fields;
+                    if buf.len() >= max_bytes {
+                        return Err("upstream response head too large");
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    *spare = fields;
+                    return Err(e);
+                }
+            }
+        }
     };
     if !(100..=999).contains(&code) {
         return Err("invalid upstream status code");
     }
-    let version = if minor == 1 {
-        Version::Http11
-    } else {
-        Version::Http10
-    };
-    let base = window;
-    let reason = Span::of(base, resp.reason.unwrap_or("").as_bytes());
-    let mut fields = std::mem::take(spare);
-    fields.clear();
-    fields.reserve(resp.headers.len());
+    let base = &window[..n];
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
     let mut te_chunked_final = false;
@@ -146,9 +176,9 @@ pub fn parse_response_reusing(
     let mut upgrade: Option<Span> = None;
     let mut conn_named: [Option<&[u8]>; 8] = [None; 8];
     let mut conn_named_n = 0usize;
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        let value = h.value;
+    for f in fields.iter_mut() {
+        let name = f.name.get(base);
+        let value = f.value.get(base);
         let kind = classify(name);
         if kind == Known::ContentLength {
             let Some(v) = parse_content_length(value) else {
@@ -179,11 +209,7 @@ pub fn parse_response_reusing(
         } else if kind == Known::Upgrade {
             upgrade = Some(Span::of(base, trim_ows(value)));
         }
-        fields.push(Field {
-            name: Span::of(base, name),
-            value: Span::of(base, value),
-            hop: kind.is_hop(),
-        });
+        f.hop = kind.is_hop();
     }
     if conn_named_n > 0 {
         for f in fields.iter_mut() {
@@ -231,6 +257,94 @@ pub fn parse_response_reusing(
         keep_alive,
         upgrade: if code == 101 { upgrade } else { None },
     }))
+}
+
+/// The httparse path of [`parse_response_reusing`], for heads
+/// `tokenise_response` does not decide: `(length, code, version, reason)`
+/// with the field list in `fields`, `None` when partial.
+fn parse_with_httparse(
+    window: &[u8],
+    fields: &mut Vec<Field>,
+) -> Result<Option<(usize, u16, Version, Span)>, &'static str> {
+    let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        window,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("malformed upstream response head"),
+    };
+    if has_bare_lf(&window[..n]) {
+        return Err("bare LF in upstream response head");
+    }
+    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
+        return Err("malformed upstream status line");
+    };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
+    // httparse gives a `'static` "" (not a slice of the head) for a status
+    // line without a reason, and for a reason holding obs-text: an empty
+    // span then, not `Span::of` a pointer outside the head.
+    let reason = match resp.reason {
+        Some(r) if !r.is_empty() => Span::of(window, r.as_bytes()),
+        _ => Span::at(0, 0),
+    };
+    fields.reserve(resp.headers.len());
+    for h in resp.headers.iter() {
+        fields.push(Field {
+            name: Span::of(window, h.name.as_bytes()),
+            value: Span::of(window, h.value),
+            hop: false,
+        });
+    }
+    Ok(Some((n, code, version, reason)))
+}
+
+/// Debug builds: `tokenise_response` found `window` to end inside a head
+/// of its shape; httparse must find it partial too.
+#[cfg(debug_assertions)]
+fn assert_httparse_partial(window: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let got = httparse::Response::new(&mut headers).parse(window);
+    let show = String::from_utf8_lossy(window);
+    assert_eq!(got, Ok(httparse::Status::Partial), "{show}");
+}
+
+/// Debug builds: `tokenise_response` accepted the head at the front of
+/// `window`; httparse must parse it as `Complete` to the same end, status
+/// line, and field names and values (as byte ranges).
+#[cfg(debug_assertions)]
+fn assert_httparse_agrees(window: &[u8], t: &StatusTokens, fields: &[Field]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let got = resp.parse(window);
+    let show = || String::from_utf8_lossy(window).into_owned();
+    assert_eq!(got, Ok(httparse::Status::Complete(t.n)), "{}", show());
+    assert_eq!(resp.code, Some(t.code), "{}", show());
+    let minor = u8::from(t.version == Version::Http11);
+    assert_eq!(resp.version, Some(minor), "{}", show());
+    assert_eq!(
+        resp.reason.map(str::as_bytes),
+        Some(t.reason.get(window)),
+        "{}",
+        show()
+    );
+    let span = |s: &[u8]| Span::of(window, s);
+    let theirs: Vec<(Span, Span)> = resp
+        .headers
+        .iter()
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .collect();
+    let ours: Vec<(Span, Span)> = fields.iter().map(|f| (f.name, f.value)).collect();
+    assert_eq!(ours, theirs, "{}", show());
+    assert!(!has_bare_lf(&window[..t.n]), "{}", show());
 }
 
 #[cfg(test)]
@@ -318,5 +432,145 @@ mod tests {
             .map(|f| r.name(f).to_vec())
             .collect();
         assert_eq!(kept, vec![b"X-Keep".to_vec()]);
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn reason_without_sp_or_with_obs_text_is_empty_and_in_range() {
+        for (raw, want) in [
+            (&b"HTTP/1.1 204\r\n\r\n"[..], &b""[..]),
+            (b"HTTP/1.1 200 \xc3\x96k\r\nContent-Length: 0\r\n\r\n", b""),
+            (b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", b""),
+            (
+                b"HTTP/1.1 200 Fine\tand dandy\r\nContent-Length: 0\r\n\r\n",
+                b"Fine\tand dandy",
+            ),
+        ] {
+            let r = parse_response(&mut BytesMut::from(raw), 65536, false)
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.reason(), want, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// What a parse decided, comparable across the two paths.
+    type Verdict = Result<
+        Option<(
+            Vec<u8>,
+            u16,
+            Vec<u8>,
+            Version,
+            Vec<(Vec<u8>, Vec<u8>, bool)>,
+            ResponseFraming,
+            Option<u64>,
+            bool,
+            Option<Vec<u8>>,
+        )>,
+        &'static str,
+    >;
+
+    fn verdict(raw: &[u8], max: usize, head: bool, fast: bool) -> (Verdict, Vec<u8>) {
+        let mut buf = BytesMut::from(raw);
+        let got = parse(&mut buf, max, head, &mut Vec::new(), fast).map(|o| {
+            o.map(|r| {
+                let fields = r
+                    .fields
+                    .iter()
+                    .map(|f| (r.name(f).to_vec(), r.value(f).to_vec(), f.hop))
+                    .collect();
+                let upgrade = r.upgrade.map(|u| u.get(&r.raw).to_vec());
+                (
+                    r.raw.to_vec(),
+                    r.status,
+                    r.reason().to_vec(),
+                    r.version,
+                    fields,
+                    r.framing,
+                    r.content_length,
+                    r.keep_alive,
+                    upgrade,
+                )
+            })
+        });
+        (got, buf.to_vec())
+    }
+
+    #[test]
+    fn fast_path_agrees_with_httparse_path_on_mutants() {
+        // As for requests (`request_tests`): valid heads of many shapes,
+        // then random edits with the bytes that matter to tokenising; both
+        // paths must decide alike and leave the same bytes behind. Debug
+        // builds also check each head the fast path takes against
+        // httparse's own tokens.
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..(MAX_HEADERS - 1) {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        let mut too_many = many.clone();
+        too_many.extend_from_slice(b"X-Last: v\r\n");
+        many.extend_from_slice(b"\r\n");
+        too_many.extend_from_slice(b"\r\n");
+        let seeds: Vec<Vec<u8>> = vec![
+            b"HTTP/1.1 200 OK\r\nServer: loadtest\r\nContent-Length: 12\r\nx-upstream: v1\r\n\r\nhello world\n".to_vec(),
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: x-y\r\nX-Y: z\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_vec(),
+            b"HTTP/1.1 204\r\nX-E:\r\nX-T:\t a\tb \t\r\nX-O: \x80\xff\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 \xc3\x96k\tfine\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+            b"\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            many,
+            too_many,
+        ];
+        let alphabet: &[u8] = &[
+            0, b'\t', b'\n', b'\r', b' ', b':', b',', b'/', b'a', b'Z', b'0', b'9', b'H', b'.',
+            0x7f, 0x80, 0xc3, 0xff,
+        ];
+        let mut rng = crate::h1::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: usize| (rng() % n as u64) as usize;
+        let (mut fast_taken, mut cases) = (0, 0);
+        for seed in &seeds {
+            let rounds = if seed.len() > 1000 { 150 } else { 1500 };
+            for _ in 0..rounds {
+                let mut m = seed.clone();
+                for _ in 0..next(4) {
+                    let at = next(m.len());
+                    match next(4) {
+                        0 | 1 => m[at] = alphabet[next(alphabet.len())],
+                        2 => m.insert(at, alphabet[next(alphabet.len())]),
+                        _ => {
+                            m.remove(at);
+                        }
+                    }
+                }
+                if next(4) == 0 {
+                    m.truncate(next(m.len() + 1));
+                }
+                let max = if next(8) == 0 {
+                    1 + next(m.len() + 1)
+                } else {
+                    65536
+                };
+                let head = next(8) == 0;
+                let window = &m[..m.len().min(max)];
+                if tokenise_response(window, &mut Vec::new(), &mut [0; 128]).is_ok() {
+                    fast_taken += 1;
+                }
+                cases += 1;
+                let show = String::from_utf8_lossy(&m).into_owned();
+                assert_eq!(
+                    verdict(&m, max, head, true),
+                    verdict(&m, max, head, false),
+                    "{show}"
+                );
+            }
+        }
+        assert!(
+            fast_taken > cases / 5,
+            "fast path took only {fast_taken} of {cases}"
+        );
     }
 }

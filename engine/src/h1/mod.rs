@@ -386,6 +386,44 @@ pub(crate) fn classify_slow(name: &[u8]) -> Known {
 #[cfg(test)]
 mod fuzz_tests;
 
+/// Tests: `seed` with up to three random edits (substitution, insertion,
+/// deletion) from `alphabet`, then, one time in four, truncated. `next(n)`
+/// draws from `0..n`.
+#[cfg(test)]
+pub(crate) fn mutate(
+    seed: &[u8],
+    alphabet: &[u8],
+    next: &mut impl FnMut(usize) -> usize,
+) -> Vec<u8> {
+    let mut m = seed.to_vec();
+    for _ in 0..next(4) {
+        let at = next(m.len());
+        match next(4) {
+            0 | 1 => m[at] = alphabet[next(alphabet.len())],
+            2 => m.insert(at, alphabet[next(alphabet.len())]),
+            _ => {
+                m.remove(at);
+            }
+        }
+    }
+    if next(4) == 0 {
+        m.truncate(next(m.len() + 1));
+    }
+    m
+}
+
+/// Debug builds: a fast path found `window` to end inside a head of its
+/// shape; httparse (`parse`, a request or response parse) must find it
+/// partial too.
+#[cfg(debug_assertions)]
+pub(crate) fn assert_httparse_partial(
+    window: &[u8],
+    parse: impl FnOnce(&[u8]) -> httparse::Result<usize>,
+) {
+    let show = String::from_utf8_lossy(window);
+    assert_eq!(parse(window), Ok(httparse::Status::Partial), "{show}");
+}
+
 /// Tests' deterministic random numbers: xorshift64 from `seed` (non-zero).
 #[cfg(test)]
 pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {

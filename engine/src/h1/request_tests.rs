@@ -1485,20 +1485,7 @@ fn fast_path_agrees_with_httparse_path_on_mutants() {
     for seed in &seeds {
         let rounds = if seed.len() > 1000 { 150 } else { 1500 };
         for _ in 0..rounds {
-            let mut m = seed.clone();
-            for _ in 0..next(4) {
-                let at = next(m.len());
-                match next(4) {
-                    0 | 1 => m[at] = alphabet[next(alphabet.len())],
-                    2 => m.insert(at, alphabet[next(alphabet.len())]),
-                    _ => {
-                        m.remove(at);
-                    }
-                }
-            }
-            if next(4) == 0 {
-                m.truncate(next(m.len() + 1));
-            }
+            let m = crate::h1::mutate(seed, alphabet, &mut next);
             let limits = if next(8) == 0 {
                 small(1 + next(m.len() + 1))
             } else {

@@ -424,6 +424,46 @@ pub(crate) fn assert_httparse_partial(
     assert_eq!(parse(window), Ok(httparse::Status::Partial), "{show}");
 }
 
+/// Debug builds: a fast path's field list names the same byte ranges as
+/// httparse's `theirs`, and its head of `n` bytes has no bare LF.
+#[cfg(debug_assertions)]
+pub(crate) fn assert_same_fields(
+    window: &[u8],
+    n: usize,
+    theirs: &[httparse::Header<'_>],
+    fields: &[Field],
+) {
+    let show = || String::from_utf8_lossy(window).into_owned();
+    let theirs: Vec<(Span, Span)> = theirs
+        .iter()
+        .map(|h| {
+            (
+                Span::of(window, h.name.as_bytes()),
+                Span::of(window, h.value),
+            )
+        })
+        .collect();
+    let ours: Vec<(Span, Span)> = fields.iter().map(|f| (f.name, f.value)).collect();
+    assert_eq!(ours, theirs, "{}", show());
+    assert!(!has_bare_lf(&window[..n]), "{}", show());
+}
+
+/// Tests: `start` (a start line, perhaps a field line too) and
+/// `MAX_HEADERS - 1` short field lines, as a whole head, and the same with
+/// one more field line.
+#[cfg(test)]
+pub(crate) fn heads_with_most_fields(start_line: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut many = start_line.to_vec();
+    for i in 0..(MAX_HEADERS - 1) {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    let mut too_many = many.clone();
+    too_many.extend_from_slice(b"X-Last: v\r\n");
+    many.extend_from_slice(b"\r\n");
+    too_many.extend_from_slice(b"\r\n");
+    (many, too_many)
+}
+
 /// Tests' deterministic random numbers: xorshift64 from `seed` (non-zero).
 #[cfg(test)]
 pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {

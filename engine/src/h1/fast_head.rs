@@ -1,5 +1,7 @@
-//! The fast path of request-head parsing: one pass over a head of the
-//! common shape that tokenises it and writes its field list as it goes.
+//! The fast path of head parsing, requests and (since session 5)
+//! responses: one pass over a head of the common shape that tokenises it
+//! and writes its field list as it goes. The module docs below speak of
+//! requests; [`tokenise_response`] says how responses differ.
 //!
 //! It decides only what it is sure of. It accepts a subset of the heads
 //! httparse (strict, default configuration) parses as `Complete`, and for
@@ -129,6 +131,30 @@ fn is_ctl(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }
 
+/// Index of the first CTL (DEL included) other than HTAB in `w` from `at`
+/// on: the end of a field value or a reason phrase, for httparse takes
+/// HTAB, SP, VCHAR and obs-text in both. `None` when there is none.
+#[inline(always)]
+fn ctl_but_htab(w: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        at = find(w, at, ctl, is_ctl)?;
+        if w[at] != b'\t' {
+            return Some(at);
+        }
+        at += 1;
+    }
+}
+
+/// `HTTP/1.1` or `HTTP/1.0` at `at` in `w` (which must hold 8 bytes there).
+#[inline(always)]
+fn version_at(w: &[u8], at: usize) -> Option<Version> {
+    match word(w, at) {
+        v if v == u64::from_le_bytes(*b"HTTP/1.1") => Some(Version::Http11),
+        v if v == u64::from_le_bytes(*b"HTTP/1.0") => Some(Version::Http10),
+        _ => None,
+    }
+}
+
 /// Index of the first byte of `w` from `at` on that is not a tchar (a
 /// table load and a branch per byte, eight to a bounds check). `None` when
 /// there is none before the end.
@@ -191,11 +217,7 @@ pub(crate) fn tokenise(
     if line_end[9..] != *b"\r\n" {
         return Err(Other);
     }
-    let version = match word(line_end, 1) {
-        v if v == u64::from_le_bytes(*b"HTTP/1.1") => Version::Http11,
-        v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
-        _ => return Err(Other),
-    };
+    let version = version_at(line_end, 1).ok_or(Other)?;
     let (n, n_known) = field_lines(w, t1 + 11, fields, known)?;
     Ok(Tokens {
         n,
@@ -232,11 +254,7 @@ pub(crate) fn tokenise_response(
     let Some(line) = w.get(..13) else {
         return Err(Other);
     };
-    let version = match word(line, 0) {
-        v if v == u64::from_le_bytes(*b"HTTP/1.1") => Version::Http11,
-        v if v == u64::from_le_bytes(*b"HTTP/1.0") => Version::Http10,
-        _ => return Err(Other),
-    };
+    let version = version_at(line, 0).ok_or(Other)?;
     let [b' ', d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', d2 @ b'0'..=b'9', after] = line[8..13] else {
         return Err(Other);
     };
@@ -245,14 +263,7 @@ pub(crate) fn tokenise_response(
         b' ' => {
             // The reason: up to the first CTL other than HTAB, which must
             // be CR LF.
-            let mut stop = 13;
-            loop {
-                stop = find(w, stop, ctl, is_ctl).ok_or(Partial)?;
-                if w[stop] != b'\t' {
-                    break;
-                }
-                stop += 1;
-            }
+            let stop = ctl_but_htab(w, 13).ok_or(Partial)?;
             if w[stop] != b'\r' {
                 return Err(Other);
             }
@@ -319,14 +330,7 @@ fn field_lines(
         while let Some(b' ' | b'\t') = w.get(v0) {
             v0 += 1;
         }
-        let mut stop = v0;
-        loop {
-            stop = find(w, stop, ctl, is_ctl).ok_or(Partial)?;
-            if w[stop] != b'\t' {
-                break;
-            }
-            stop += 1;
-        }
+        let stop = ctl_but_htab(w, v0).ok_or(Partial)?;
         match (w[stop], w.get(stop + 1)) {
             (b'\r', Some(b'\n')) => {}
             (b'\r', None) => return Err(Partial),

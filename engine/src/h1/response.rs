@@ -102,13 +102,13 @@ pub fn parse_response_reusing(
     head_request: bool,
     spare: &mut Vec<Field>,
 ) -> Result<Option<ResponseHead>, &'static str> {
-    parse(buf, max_bytes, head_request, spare, true)
+    parse_head(buf, max_bytes, head_request, spare, true)
 }
 
 /// [`parse_response_reusing`]; `fast: false` skips the fast path (tests
 /// compare the two paths).
 #[inline(always)]
-fn parse(
+fn parse_head(
     buf: &mut BytesMut,
     max_bytes: usize,
     head_request: bool,
@@ -130,41 +130,37 @@ fn parse(
     } else {
         Err(Stop::Other)
     };
-    let (n, code, version, reason) = match fast {
+    let parsed = match fast {
         Ok(t) => {
             #[cfg(debug_assertions)]
             assert_httparse_agrees(window, &t, &fields);
-            (t.n, t.code, t.version, t.reason)
+            Some((t.n, t.code, t.version, t.reason))
         }
         Err(Stop::Partial) => {
             #[cfg(debug_assertions)]
             super::assert_httparse_partial(window, |w| {
                 httparse::Response::new(&mut [httparse::EMPTY_HEADER; MAX_HEADERS]).parse(w)
             });
-            fields.clear();
-            *spare = fields;
-            if buf.len() >= max_bytes {
-                return Err("upstream response head too large");
-            }
-            return Ok(None);
+            None
         }
         Err(Stop::Other) => {
             fields.clear();
             match parse_with_httparse(window, &mut fields) {
-                Ok(Some(t)) => t,
-                Ok(None) => {
-                    *spare = fields;
-                    if buf.len() >= max_bytes {
-                        return Err("upstream response head too large");
-                    }
-                    return Ok(None);
-                }
+                Ok(t) => t,
                 Err(e) => {
                     *spare = fields;
                     return Err(e);
                 }
             }
         }
+    };
+    let Some((n, code, version, reason)) = parsed else {
+        fields.clear();
+        *spare = fields;
+        if buf.len() >= max_bytes {
+            return Err("upstream response head too large");
+        }
+        return Ok(None);
     };
     if !(100..=999).contains(&code) {
         return Err("invalid upstream status code");
@@ -417,11 +413,6 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![b"X-Keep".to_vec()]);
     }
-}
-
-#[cfg(test)]
-mod reason_tests {
-    use super::*;
 
     #[test]
     fn reason_without_sp_or_with_obs_text_is_empty_and_in_range() {
@@ -459,7 +450,7 @@ mod reason_tests {
 
     fn verdict(raw: &[u8], max: usize, head: bool, fast: bool) -> (Verdict, Vec<u8>) {
         let mut buf = BytesMut::from(raw);
-        let got = parse(&mut buf, max, head, &mut Vec::new(), fast).map(|o| {
+        let got = parse_head(&mut buf, max, head, &mut Vec::new(), fast).map(|o| {
             o.map(|r| {
                 let fields = r
                     .fields

@@ -17,8 +17,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use origin::{Mode, ServerConfig, TestServer};
 use shadowtee::runtime::{self, Running};
-use shadowtee::testserver::{Mode, ServerConfig, TestServer};
 use shadowtee_benches::{engine_toml, Client, LATENCY_GET};
 
 fn start_engine(toml: &str) -> Running {

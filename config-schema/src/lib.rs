@@ -26,7 +26,6 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub mod istio;
 mod json;
 mod summary;
 mod validate;
@@ -37,6 +36,13 @@ mod tests;
 /// Parses and validates a TOML config, collecting every error.
 pub fn parse(toml_text: &str) -> Result<Config, ConfigErrors> {
     validate::parse(toml_text)
+}
+
+/// True when `s` is an RFC 9110 §5.6.2 token: the rule a header name or a
+/// method must follow to be accepted by [`parse`]. Exposed so that config
+/// generators (the Istio importer) emit only what `parse` accepts.
+pub fn is_token(s: &str) -> bool {
+    validate::is_token(s)
 }
 
 /// Reads `path` and [`parse`]s it. A read failure is one error whose path is

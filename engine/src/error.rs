@@ -2,12 +2,15 @@
 //! response is a [`Kind`], and [`Kind::status`] is the one mapping from an
 //! error to a status.
 //!
-//! Which side failed is kept by type rather than by a tag: client-side
-//! failures of an exchange are `proxy::UploadError` (a `Kind` to answer, or
-//! the client gone), primary-side ones are `proxy::DownloadError` (a `Kind`
-//! while no response byte was sent, else only a close), and shadow failures
-//! are `io::Error`s inside `mirror`, which only ever become a `failed`
-//! counter: no type path leads from a shadow error to the client's response.
+//! Which side failed is kept by type rather than by a tag: the codec refuses
+//! bytes with one `h1::Error` (mapped here by `From`), client-side failures
+//! of an exchange are `exchange::upload::UploadError` (a `Kind` to answer,
+//! or the client gone), primary-side ones are
+//! `exchange::download::DownloadError` (a `Kind` while no response byte was
+//! sent, else only a close; connect failures are `net::ConnectError`, which
+//! names the endpoint), and shadow failures are `mirror::ShadowError`s with
+//! a `FailReason`, which only ever become a `failed` counter: no type path
+//! leads from a shadow error to the client's response.
 
 /// What went wrong. Each kind has one status (see [`Kind::status`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,5 +97,46 @@ impl Kind {
                 | Kind::Overloaded
                 | Kind::Io
         )
+    }
+}
+
+impl From<crate::h1::Error> for Kind {
+    /// The answer to a request the codec refused.
+    fn from(e: crate::h1::Error) -> Kind {
+        use crate::h1::Error as E;
+        match e {
+            E::Malformed(why) | E::Truncated(why) => Kind::BadRequest(why),
+            E::MethodNotAllowed => Kind::MethodNotAllowed,
+            E::UriTooLong => Kind::UriTooLong,
+            E::HeadTooLarge => Kind::HeadTooLarge,
+            E::UnsupportedCoding => Kind::UnsupportedCoding,
+            E::UnsupportedVersion => Kind::UnsupportedVersion,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+    use crate::h1::Error;
+
+    /// The codec's request-side status and the engine's agree for every
+    /// error, and so do the texts answered.
+    #[test]
+    fn codec_errors_map_to_their_status() {
+        for e in [
+            Error::Malformed("x"),
+            Error::Truncated("y"),
+            Error::MethodNotAllowed,
+            Error::UriTooLong,
+            Error::HeadTooLarge,
+            Error::UnsupportedCoding,
+            Error::UnsupportedVersion,
+        ] {
+            let k = Kind::from(e);
+            assert_eq!(k.status(), e.status(), "{e:?}");
+            assert_eq!(k.reason(), e.reason(), "{e:?}");
+            assert!(k.closes_connection(), "{e:?}: a refused request closes");
+        }
     }
 }

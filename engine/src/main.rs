@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "shadowtee",
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
             serve,
             cores,
             requests,
-        } => shadowtee::demo::run(serve, cores, requests),
+        } => cli::demo::run(serve, cores, requests),
         Cmd::Compare { admin, json } => compare(&admin, json),
         Cmd::ImportIstio {
             file,
@@ -141,7 +143,7 @@ fn run(path: PathBuf, cores: Option<usize>) -> ExitCode {
 }
 
 fn compare(admin: &str, raw: bool) -> ExitCode {
-    match shadowtee::admin::get(admin, "/compare").and_then(|(status, body)| {
+    match shadowtee_net::get(admin, "/compare").and_then(|(status, body)| {
         if status == 200 {
             Ok(body)
         } else {
@@ -155,7 +157,7 @@ fn compare(admin: &str, raw: bool) -> ExitCode {
             }
             match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) => {
-                    print!("{}", shadowtee::compare::render_table(&v));
+                    print!("{}", cli::table::render_table(&v));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -191,7 +193,7 @@ fn import_istio(file: PathBuf, subsets: Vec<String>, listen: &str) -> ExitCode {
             }
         }
     }
-    match config_schema::istio::import_virtual_service(&yaml, &pairs, listen) {
+    match shadowtee_istio::import_virtual_service(&yaml, &pairs, listen) {
         Ok(out) => {
             print!("{}", out.toml);
             if !out.unsupported.is_empty() {

@@ -346,3 +346,23 @@ fn wakeups_from_other_threads_reach_a_sleeping_executor() {
     ex.join().expect("join");
     waker_thread.join().expect("join waker thread");
 }
+
+/// Every ring of an executor is set up with `IORING_SETUP_COOP_TASKRUN`
+/// and `IORING_SETUP_TASKRUN_FLAG` (~1.5x the CPU per request without
+/// them: notes/io_uring-ring-flags.md). The flags come from the glommio
+/// patch (notes/glommio-coop-taskrun.patch), not from the link line, so no
+/// `RUSTFLAGS` can drop them. Needs a kernel >= 5.19 (this machine's and
+/// CI's); fails with `SHADOWTEE_COOP_TASKRUN=0`, as it should.
+#[test]
+fn rings_have_coop_taskrun() {
+    let want = glommio::IORING_SETUP_COOP_TASKRUN | glommio::IORING_SETUP_TASKRUN_FLAG;
+    run(move || async move {
+        let flags = glommio::executor().ring_setup_flags();
+        assert!(
+            flags.main & want == want && flags.latency & want == want,
+            "rings set up without COOP_TASKRUN | TASKRUN_FLAG: {flags:?}"
+        );
+    });
+    let (with, _without) = glommio::ring_setup_stats();
+    assert!(with >= 2, "no ring of this process has COOP_TASKRUN");
+}

@@ -15,8 +15,8 @@ use config_schema::Config;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::percore::Core;
 use crate::shared::Shared;
-use crate::worker::Worker;
 
 /// Registered io memory per executor: a proxy does no file I/O, and the
 /// default 10 MiB exceeds ordinary memlock limits.
@@ -244,9 +244,9 @@ pub fn start(
                     // SAFETY: fd is a bound, listening, non-blocking TCP socket
                     // whose ownership moves into the glommio listener.
                     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                    let w = Worker::new(core, shared);
+                    let c = Core::new(core, shared);
                     let _ = tx.send(Ok(core));
-                    w.run(listener).await;
+                    crate::serve::run(c, listener).await;
                 });
             })
             .map_err(|e| StartError::Executor {

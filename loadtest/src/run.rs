@@ -36,7 +36,7 @@ use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use shadowtee::h1::{parse_response, Decoded};
-use shadowtee::upstream::read_into;
+use shadowtee_net::read_into;
 
 use crate::{Error, Result};
 

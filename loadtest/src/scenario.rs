@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shadowtee::testserver::{Mode, ServerConfig, TestServer};
+use origin::{Mode, ServerConfig, TestServer};
 
 use crate::run::{self, fmt_us, Report, RunConfig, Target};
 use crate::{Error, Result};
@@ -479,7 +479,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 
 /// Blocking `GET /path`; returns status and body. For readiness and /metrics.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    shadowtee::admin::get(&addr.to_string(), path)
+    shadowtee_net::get(&addr.to_string(), path)
 }
 
 /// Poll until `GET /` answers 200 (an external process has no other

@@ -1,11 +1,11 @@
-//! `loadtest serve`: the benchmark upstream, `shadowtee::testserver` behind a
+//! `loadtest serve`: the benchmark upstream, `origin` behind a
 //! command line. Serves until SIGINT or SIGTERM, then stops (bounded) and
 //! prints how many requests it answered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shadowtee::testserver::{Mode, ServerConfig, TestServer};
+use origin::{Mode, ServerConfig, TestServer};
 
 use crate::{Error, Result};
 

@@ -1,5 +1,5 @@
 //! End-to-end fixtures: the real `shadowtee` binary, real upstream servers
-//! (`shadowtee::testserver`) and plain blocking TCP clients, all on
+//! (`origin`) and plain blocking TCP clients, all on
 //! 127.0.0.1 with port 0. No sleeps as synchronisation: readiness is the
 //! binary's "listening" line; waits are bounded polls on observable state.
 
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use shadowtee::testserver::{Mode, RecordedRequest, ServerConfig, TestServer};
+pub use origin::{Mode, RecordedRequest, ServerConfig, TestServer};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

@@ -2,7 +2,7 @@
 //! guard, copy-only edits, shedding (rate, body size, in-flight, queue),
 //! runtime switches on the admin API, and shadow faults that must never
 //! reach or slow the client.
-use shadowtee::testserver::fnv1a64;
+use origin::fnv1a64;
 use shadowtee_e2e::*;
 use std::collections::HashMap;
 use std::io::Write;

@@ -733,6 +733,59 @@ impl IoStats {
     }
 }
 
+/// shadowtee patch: `IORING_SETUP_COOP_TASKRUN` (kernel >= 5.19), as in
+/// `include/uapi/linux/io_uring.h`. glommio adds it, with
+/// [`IORING_SETUP_TASKRUN_FLAG`], to every ring it sets up (see
+/// [`ring_setup_stats`]).
+pub const IORING_SETUP_COOP_TASKRUN: u32 = 1 << 8;
+
+/// shadowtee patch: `IORING_SETUP_TASKRUN_FLAG` (kernel >= 5.19), as in
+/// `include/uapi/linux/io_uring.h`; added with [`IORING_SETUP_COOP_TASKRUN`].
+pub const IORING_SETUP_TASKRUN_FLAG: u32 = 1 << 9;
+
+/// shadowtee patch: the io_uring setup flags (`io_uring_params.flags`, the
+/// `IORING_SETUP_*` bits) that each ring of one executor was created with,
+/// i.e. the flags of the `io_uring_setup` call that succeeded for it. Get it
+/// with [`ExecutorProxy::ring_setup_flags`].
+///
+/// glommio sets every ring up with [`IORING_SETUP_COOP_TASKRUN`] and
+/// [`IORING_SETUP_TASKRUN_FLAG`] added to the flags it needs, unless the
+/// ring uses `IORING_SETUP_SQPOLL` or the environment variable
+/// `SHADOWTEE_COOP_TASKRUN` is `0`, `off` or `false` when the executor is
+/// created; if the kernel rejects them with `EINVAL` (older than 5.19), the
+/// ring is set up again without them. So a ring has them if and only if its
+/// field here has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSetupFlags {
+    /// The main ring's setup flags.
+    pub main: u32,
+    /// The latency ring's setup flags.
+    pub latency: u32,
+    /// The poll ring's setup flags (it always has `IORING_SETUP_IOPOLL`).
+    pub poll: u32,
+}
+
+impl RingSetupFlags {
+    /// Whether all three rings have every bit of `flags`, e.g.
+    /// `all_have(IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)`.
+    pub fn all_have(&self, flags: u32) -> bool {
+        [self.main, self.latency, self.poll]
+            .iter()
+            .all(|f| f & flags == flags)
+    }
+}
+
+/// shadowtee patch: how many io_uring rings glommio has set up successfully
+/// in this process so far, as `(with IORING_SETUP_COOP_TASKRUN, without)`.
+///
+/// Every executor sets up three rings (main, latency, poll), counted when it
+/// is created and never decremented. Rings whose setup failed are not
+/// counted. The counts are process-wide, so tests running in parallel add to
+/// them; [`ExecutorProxy::ring_setup_flags`] answers for one executor.
+pub fn ring_setup_stats() -> (u32, u32) {
+    iou::ring_setup_stats()
+}
+
 #[cfg(test)]
 pub(crate) mod test_utils {
     use super::*;

@@ -210,6 +210,10 @@ impl Reactor {
         self.sys.io_stats()
     }
 
+    pub(crate) fn ring_setup_flags(&self) -> crate::RingSetupFlags {
+        self.sys.ring_setup_flags()
+    }
+
     pub(crate) fn task_queue_io_stats(&self, handle: &TaskQueueHandle) -> Option<IoStats> {
         self.sys.task_queue_io_stats(handle)
     }

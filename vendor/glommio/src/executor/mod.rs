@@ -2529,6 +2529,48 @@ impl ExecutorProxy {
         };
     }
 
+    /// shadowtee patch: the io_uring setup flags each ring of this executor's
+    /// reactor got from its successful `io_uring_setup` (the flags glommio
+    /// asked for plus, unless turned off, [`IORING_SETUP_COOP_TASKRUN`] and
+    /// [`IORING_SETUP_TASKRUN_FLAG`]; see [`RingSetupFlags`]).
+    ///
+    /// Panics, like [`ExecutorProxy::io_stats`], if the calling thread has no
+    /// [`LocalExecutor`] running.
+    ///
+    /// # Examples:
+    ///
+    /// ```
+    /// use glommio::LocalExecutorBuilder;
+    ///
+    /// let ex = LocalExecutorBuilder::default()
+    ///     .spawn(|| async move {
+    ///         let flags = glommio::executor().ring_setup_flags();
+    ///         println!("main ring setup flags: {:#x}", flags.main);
+    ///     })
+    ///     .unwrap();
+    ///
+    /// ex.join().unwrap();
+    /// ```
+    ///
+    /// [`IORING_SETUP_COOP_TASKRUN`]: crate::IORING_SETUP_COOP_TASKRUN
+    /// [`IORING_SETUP_TASKRUN_FLAG`]: crate::IORING_SETUP_TASKRUN_FLAG
+    /// [`RingSetupFlags`]: crate::RingSetupFlags
+    pub fn ring_setup_flags(&self) -> crate::RingSetupFlags {
+        #[cfg(not(feature = "native-tls"))]
+        return LOCAL_EX.with(|local_ex| local_ex.get_reactor().ring_setup_flags());
+
+        #[cfg(feature = "native-tls")]
+        // SAFETY: `LOCAL_EX` is only set, by `LocalExecutor::run`, to an
+        // executor that outlives the call it is set for, and reset after it.
+        return unsafe {
+            LOCAL_EX
+                .as_ref()
+                .expect("this thread doesn't have a LocalExecutor running")
+                .get_reactor()
+                .ring_setup_flags()
+        };
+    }
+
     /// Returns an [`IoStats`] struct with information about IO performed from
     /// the provided TaskQueue by this executor's reactor
     ///

@@ -62,6 +62,7 @@ use std::{
     mem::{self, MaybeUninit},
     os::unix::io::RawFd,
     ptr::{self, NonNull},
+    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
@@ -80,6 +81,8 @@ pub use registrar::{Personality, Registrar};
 bitflags::bitflags! {
     /// [`IoUring`] initialization flags for advanced use cases.
     ///
+    // shadowtee patch: Copy, so that a ring can keep and hand out its flags.
+    #[derive(Clone, Copy)]
     pub struct SetupFlags: u32 {
         /// Poll the IO context instead of defaulting to interrupt.
         const IOPOLL    = 1 << 0;   /* io_context is polled */
@@ -92,11 +95,49 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// shadowtee patch: run completion task_work at the task's next
+        /// transition to the kernel instead of interrupting it with an IPI
+        /// (kernel >= 5.19). Not allowed with `SQPOLL`.
+        const COOP_TASKRUN = 1 << 8;
+        /// shadowtee patch: with `COOP_TASKRUN`, the kernel sets
+        /// `IORING_SQ_TASKRUN` in the SQ ring flags while task_work is pending.
+        const TASKRUN_FLAG = 1 << 9;
     }
+}
+
+// shadowtee patch: every ring glommio creates goes through
+// `IoUring::new_with_flags`, which adds `COOP_TASKRUN | TASKRUN_FLAG` (see
+// notes/glommio-coop-taskrun.md). These count the successful setups by
+// whether the flags the kernel accepted include `COOP_TASKRUN`; read them
+// with `crate::ring_setup_stats`.
+static COOP_RINGS: AtomicU32 = AtomicU32::new(0);
+static PLAIN_RINGS: AtomicU32 = AtomicU32::new(0);
+
+/// Rings set up so far in this process: (with `COOP_TASKRUN`, without).
+pub(crate) fn ring_setup_stats() -> (u32, u32) {
+    (
+        COOP_RINGS.load(Ordering::Relaxed),
+        PLAIN_RINGS.load(Ordering::Relaxed),
+    )
+}
+
+/// Whether new rings get `COOP_TASKRUN | TASKRUN_FLAG`.
+///
+/// The switch is shadowtee's environment variable `SHADOWTEE_COOP_TASKRUN`
+/// (`0`, `off` or `false` keeps glommio's original flags), the name the
+/// engine used before this moved into glommio; README.md and BENCHMARKS.md
+/// document it, so it is kept. Read at every ring setup, like the engine did.
+fn coop_taskrun_enabled() -> bool {
+    !matches!(
+        std::env::var("SHADOWTEE_COOP_TASKRUN").as_deref(),
+        Ok("0") | Ok("off") | Ok("false")
+    )
 }
 
 bitflags::bitflags! {
     /// Advanced features that can be enabled when setting up an [`IoUring`] instance.
+    // shadowtee patch: Copy, so that a ring can keep and hand out its flags.
+    #[derive(Clone, Copy)]
     pub struct SetupFeatures: u32 {
         const SINGLE_MMAP       = 1 << 0;
         const NODROP            = 1 << 1;
@@ -121,6 +162,8 @@ bitflags::bitflags! {
 /// operated on without synchronization.
 pub struct IoUring {
     ring: uring_sys::io_uring,
+    // shadowtee patch: the flags of the `io_uring_setup` that succeeded.
+    setup_flags: SetupFlags,
 }
 
 impl IoUring {
@@ -138,25 +181,66 @@ impl IoUring {
 
     /// Creates a new `IoUring` using a set of `SetupFlags` and `SetupFeatures`
     /// for advanced use cases.
+    ///
+    /// shadowtee patch: unless `flags` has `SQPOLL` (which the kernel does
+    /// not allow with them) or `SHADOWTEE_COOP_TASKRUN` is `0`, `off` or
+    /// `false`, the ring is first set up with `COOP_TASKRUN | TASKRUN_FLAG`
+    /// added; if the kernel answers `EINVAL` (older than 5.19), it is set up
+    /// again with `flags` as given. Other errors are returned as they are.
+    /// [`IoUring::setup_flags`] tells which flags the ring got.
     pub fn new_with_flags(
         entries: u32,
         flags: SetupFlags,
         features: SetupFeatures,
     ) -> io::Result<IoUring> {
-        unsafe {
-            let mut params: uring_sys::io_uring_params = mem::zeroed();
-            params.flags = flags.bits();
-            params.features = features.bits();
-            let mut ring = MaybeUninit::uninit();
-            resultify(uring_sys::io_uring_queue_init_params(
-                entries as _,
-                ring.as_mut_ptr(),
-                &mut params,
-            ))?;
-            Ok(IoUring {
-                ring: ring.assume_init(),
-            })
+        let ring = if coop_taskrun_enabled() && !flags.contains(SetupFlags::SQPOLL) {
+            let coop = flags | SetupFlags::COOP_TASKRUN | SetupFlags::TASKRUN_FLAG;
+            match IoUring::setup(entries, coop, features) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    IoUring::setup(entries, flags, features)?
+                }
+                other => other?,
+            }
+        } else {
+            IoUring::setup(entries, flags, features)?
+        };
+        if ring.setup_flags.contains(SetupFlags::COOP_TASKRUN) {
+            COOP_RINGS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            PLAIN_RINGS.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(ring)
+    }
+
+    /// One `io_uring_queue_init_params` with exactly these flags and features.
+    fn setup(entries: u32, flags: SetupFlags, features: SetupFeatures) -> io::Result<IoUring> {
+        // SAFETY: `io_uring_params` is a plain C struct for which all zeroes
+        // is the documented initial state (the kernel requires its reserved
+        // fields to be zero).
+        let mut params: uring_sys::io_uring_params = unsafe { mem::zeroed() };
+        params.flags = flags.bits();
+        params.features = features.bits();
+        let mut ring = MaybeUninit::<uring_sys::io_uring>::uninit();
+        // SAFETY: both pointers are valid for writes for the duration of the
+        // call; liburing fills `*ring` only when it returns 0, and on failure
+        // it unmaps and closes whatever it had set up, so a failed attempt
+        // leaves nothing behind and can be retried with a fresh `params`.
+        resultify(unsafe {
+            uring_sys::io_uring_queue_init_params(entries as _, ring.as_mut_ptr(), &mut params)
+        })?;
+        Ok(IoUring {
+            // SAFETY: `io_uring_queue_init_params` returned success, so it
+            // initialized `ring`.
+            ring: unsafe { ring.assume_init() },
+            setup_flags: flags,
+        })
+    }
+
+    /// shadowtee patch: the setup flags this ring was created with, i.e. the
+    /// flags of the `io_uring_setup` call that succeeded (see
+    /// [`IoUring::new_with_flags`]).
+    pub fn setup_flags(&self) -> SetupFlags {
+        self.setup_flags
     }
 
     /// Returns the `SubmissionQueue` part of the `IoUring`.
@@ -357,5 +441,64 @@ mod tests {
         let ret = resultify(side_effect(-1, &mut calls));
         matches!(ret, Err(e) if e.raw_os_error() == Some(1));
         assert_eq!(calls, 1);
+    }
+
+    // shadowtee patch: every ring of an executor gets COOP_TASKRUN and
+    // TASKRUN_FLAG when the kernel takes them and the switch is not off.
+    #[test]
+    fn executor_rings_get_coop_taskrun() {
+        use super::{coop_taskrun_enabled, IoUring, SetupFeatures, SetupFlags};
+        use crate::{IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG};
+
+        let coop = SetupFlags::COOP_TASKRUN | SetupFlags::TASKRUN_FLAG;
+        // Whether this kernel takes the flags, asked without the fallback.
+        let kernel_takes_them = match IoUring::setup(2, coop, SetupFeatures::empty()) {
+            Ok(ring) => {
+                assert_eq!(ring.setup_flags().bits(), coop.bits());
+                true
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+                false
+            }
+        };
+        let expect = kernel_takes_them && coop_taskrun_enabled();
+
+        let (coop_before, plain_before) = crate::ring_setup_stats();
+        let flags = crate::LocalExecutorBuilder::default()
+            .spawn(|| async { crate::executor().ring_setup_flags() })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (coop_after, plain_after) = crate::ring_setup_stats();
+
+        let both = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+        assert_eq!(flags.all_have(both), expect, "{flags:?}");
+        for f in [flags.main, flags.latency, flags.poll] {
+            assert_eq!(f & both, if expect { both } else { 0 }, "{flags:?}");
+        }
+        // glommio's own flags are kept.
+        assert_eq!(
+            flags.poll & SetupFlags::IOPOLL.bits(),
+            SetupFlags::IOPOLL.bits()
+        );
+        assert_eq!(flags.main & !both, 0);
+        assert_eq!(flags.latency & !both, 0);
+        // Other tests may create rings meanwhile: the counts only grow.
+        if expect {
+            assert!(coop_after >= coop_before + 3);
+        } else {
+            assert!(plain_after >= plain_before + 3);
+        }
+    }
+
+    // shadowtee patch: SQPOLL rings are set up with the flags asked for.
+    #[test]
+    fn sqpoll_ring_is_left_alone() {
+        use super::{IoUring, SetupFeatures, SetupFlags};
+        // SQPOLL needs privileges on older kernels; nothing to check then.
+        if let Ok(ring) = IoUring::new_with_flags(2, SetupFlags::SQPOLL, SetupFeatures::empty()) {
+            assert_eq!(ring.setup_flags().bits(), SetupFlags::SQPOLL.bits());
+        }
     }
 }

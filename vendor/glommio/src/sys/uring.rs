@@ -1272,6 +1272,9 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+
+    // shadowtee patch: the setup flags each ring got (they never change).
+    ring_setup_flags: crate::RingSetupFlags,
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1369,6 +1372,11 @@ impl Reactor {
         }
 
         let link_fd = latency_ring.ring_fd();
+        let ring_setup_flags = crate::RingSetupFlags {
+            main: main_ring.ring.setup_flags().bits(),
+            latency: latency_ring.ring.setup_flags().bits(),
+            poll: poll_ring.ring.setup_flags().bits(),
+        };
 
         let eventfd_src = Source::new(
             IoRequirements::default(),
@@ -1394,7 +1402,12 @@ impl Reactor {
             eventfd_src,
             source_map,
             rings_depth: ring_depth,
+            ring_setup_flags,
         })
+    }
+
+    pub(crate) fn ring_setup_flags(&self) -> crate::RingSetupFlags {
+        self.ring_setup_flags
     }
 
     pub(crate) fn id(&self) -> usize {

@@ -1,0 +1,314 @@
+//! One core's toolbox: what every connection task on this executor reads
+//! and nothing on another core touches. The config generation's per-core
+//! tables ([`CoreState`]), picked up by comparing one relaxed-loaded number
+//! per request; the connection table a drain walks; the wyrand RNG; spare
+//! output buffers; the deadline sweeper; the mirror tap.
+//!
+//! Owns no policy: the accept loop (`serve`) and the exchange (`exchange`)
+//! decide; this module only keeps their per-core state.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::accesslog::AccessLogger;
+use crate::mirror::{MirrorTables, Tap};
+use crate::net::{Deadlines, Pool};
+use crate::shared::{CoreStats, Generation, Shared};
+
+/// Per-core tables derived from one config generation.
+pub struct CoreState {
+    pub gen: Arc<Generation>,
+    pub shared: Arc<Shared>,
+    pub stats: Arc<CoreStats>,
+    /// Primary pools, by upstream index.
+    pub pools: Vec<Pool>,
+    /// The mirror's tables for this generation (shared with queued copies).
+    pub mirror: Rc<MirrorTables>,
+    pub access_log: Option<Rc<AccessLogger>>,
+}
+
+impl CoreState {
+    fn build(
+        gen: Arc<Generation>,
+        shared: Arc<Shared>,
+        core: usize,
+        access_log: Option<Rc<AccessLogger>>,
+    ) -> Self {
+        let pools = gen
+            .config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Pool::new(
+                    u.endpoints.clone(),
+                    u.max_idle_per_core,
+                    u.connect_timeout,
+                    u.request_timeout,
+                )
+            })
+            .collect();
+        let mirror = Rc::new(MirrorTables::build(
+            gen.clone(),
+            shared.clone(),
+            core,
+            access_log.clone(),
+        ));
+        CoreState {
+            stats: gen.stats[core].clone(),
+            shared,
+            gen,
+            pools,
+            mirror,
+            access_log,
+        }
+    }
+}
+
+/// A registered client connection.
+#[derive(Clone, Copy)]
+struct ConnSlot {
+    fd: RawFd,
+    idle: bool,
+}
+
+/// The executor-local root object.
+pub struct Core {
+    pub core: usize,
+    pub shared: Arc<Shared>,
+    state: RefCell<Rc<CoreState>>,
+    rng: Cell<u64>,
+    /// Open client connections (their slots are held by [`ConnGuard`]s).
+    active: Cell<usize>,
+    /// Slot per open connection: its fd and whether it idles between
+    /// requests (idle ones are closed at once on drain). A free list
+    /// recycles slots; marking is an index store.
+    conns: RefCell<Vec<ConnSlot>>,
+    free_slots: RefCell<Vec<usize>>,
+    pub access_log: Option<Rc<AccessLogger>>,
+    /// Response output buffers, lent to one exchange at a time.
+    spare_out: RefCell<Vec<BytesMut>>,
+    /// Request-path timeouts (head, idle, primary response).
+    pub deadlines: Rc<Deadlines>,
+    /// The mirror's queue and copy-head buffer.
+    pub tap: Tap,
+    /// The error log's rate limit: when the last line was written, and how
+    /// many were left out since.
+    errors_at: Cell<Option<Instant>>,
+    errors_left_out: Cell<u64>,
+}
+
+/// At most one error-log line per core per this interval (a dead primary
+/// under load would otherwise write a line per request).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Capacity of an exchange's output buffer.
+const OUT_BUF: usize = 16 * 1024;
+/// Larger buffers (grown by a big body) are not kept.
+const MAX_KEPT_OUT: usize = 128 * 1024;
+/// Spare output buffers kept per core (one per concurrent exchange, up to
+/// this many: at most 8 MiB held per core after a burst of large bodies).
+const MAX_SPARE_OUT: usize = 64;
+
+impl Core {
+    pub fn new(core: usize, shared: Arc<Shared>) -> Rc<Core> {
+        let gen = shared.current();
+        let access_log = AccessLogger::new(
+            gen.config.log.access.clone(),
+            gen.stats[core].access_log_dropped.clone(),
+        );
+        let queue_capacity = gen.config.mirror.queue_capacity;
+        let state = CoreState::build(gen, shared.clone(), core, access_log.clone());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (core as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ std::process::id() as u64
+            ^ (&state as *const _ as u64);
+        Rc::new(Core {
+            core,
+            shared,
+            state: RefCell::new(Rc::new(state)),
+            rng: Cell::new(seed | 1),
+            active: Cell::new(0),
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            access_log,
+            spare_out: RefCell::new(Vec::new()),
+            deadlines: Rc::default(),
+            tap: Tap::new(queue_capacity),
+            errors_at: Cell::new(None),
+            errors_left_out: Cell::new(0),
+        })
+    }
+
+    /// An output buffer for one exchange (from the spares when there is one).
+    pub fn take_out_buf(&self) -> BytesMut {
+        self.spare_out
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(OUT_BUF))
+    }
+
+    /// Give an exchange's output buffer back for the next one.
+    pub fn put_out_buf(&self, mut b: BytesMut) {
+        let mut spare = self.spare_out.borrow_mut();
+        if spare.len() < MAX_SPARE_OUT && (OUT_BUF..=MAX_KEPT_OUT).contains(&b.capacity()) {
+            b.clear();
+            spare.push(b);
+        }
+    }
+
+    /// Current per-core state, rebuilt when the generation changed.
+    #[inline]
+    pub fn state(&self) -> Rc<CoreState> {
+        let id = self.shared.generation_id();
+        let cur = self.state.borrow().clone();
+        if cur.gen.id == id {
+            return cur;
+        }
+        let gen = self.shared.current();
+        let next = Rc::new(CoreState::build(
+            gen,
+            self.shared.clone(),
+            self.core,
+            self.access_log.clone(),
+        ));
+        *self.state.borrow_mut() = next.clone();
+        next
+    }
+
+    /// wyrand: fast, per-core, not cryptographic.
+    #[inline]
+    pub fn rand(&self) -> u64 {
+        let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
+        self.rng.set(s);
+        let t = (s as u128).wrapping_mul((s ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) ^ t) as u64
+    }
+
+    /// Log an engine answer for a primary failure to stderr (nginx's error
+    /// log): route, upstream, status, and why (the cause names the
+    /// endpoint). At most one line per [`ERROR_LOG_EVERY`] per core; the
+    /// next line says how many were left out.
+    pub fn upstream_error(
+        &self,
+        route: &str,
+        upstream: &str,
+        status: u16,
+        why: &dyn std::error::Error,
+    ) {
+        let now = Instant::now();
+        if self
+            .errors_at
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < ERROR_LOG_EVERY)
+        {
+            self.errors_left_out.set(self.errors_left_out.get() + 1);
+            return;
+        }
+        self.errors_at.set(Some(now));
+        let left_out = self.errors_left_out.replace(0);
+        let more = if left_out > 0 {
+            format!(" ({left_out} more since the last line)")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "shadowtee: core {}: {status} on route {route:?}, upstream {upstream:?}: {why}{more}",
+            self.core
+        );
+    }
+
+    /// Open client connections on this core.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Register a connection: it counts as open (against
+    /// `server.max_connections` and in `shadowtee_open_connections`) and a
+    /// drain can find it, until the returned guard is dropped, however the
+    /// connection's task ends (a return, an error, or a caught panic).
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnGuard {
+        let slot = ConnSlot { fd, idle: false };
+        let index = {
+            let mut conns = self.conns.borrow_mut();
+            match self.free_slots.borrow_mut().pop() {
+                Some(i) => {
+                    conns[i] = slot;
+                    i
+                }
+                None => {
+                    conns.push(slot);
+                    conns.len() - 1
+                }
+            }
+        };
+        self.active.set(self.active.get() + 1);
+        let stats = self.state().stats.clone();
+        stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnGuard {
+            core: self.clone(),
+            index,
+            stats,
+        }
+    }
+
+    /// Shut down every connection idle between requests (a drain); their
+    /// tasks see EOF and end. Returns how many connections are still open.
+    pub fn close_idle(&self) -> usize {
+        for c in self
+            .conns
+            .borrow_mut()
+            .iter_mut()
+            .filter(|c| c.idle && c.fd >= 0)
+        {
+            // SAFETY: the fd belongs to a live connection task on this
+            // executor (its guard clears the slot before the socket is
+            // closed: the guard is dropped before the stream); shutdown only
+            // wakes its pending read with EOF.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            c.idle = false;
+        }
+        self.active.get()
+    }
+}
+
+/// A connection's registration on its core (see [`Core::register`]).
+/// Dropping it frees the slot and the connection's count.
+pub struct ConnGuard {
+    core: Rc<Core>,
+    index: usize,
+    /// The stats table counted into at registration (a reload in between
+    /// must not move the count to another table).
+    stats: Arc<CoreStats>,
+}
+
+impl ConnGuard {
+    /// Mark the connection idle (waiting for a next request: a drain may
+    /// close it at once) or busy.
+    #[inline]
+    pub fn set_idle(&self, idle: bool) {
+        self.core.conns.borrow_mut()[self.index].idle = idle;
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.core.conns.borrow_mut()[self.index] = ConnSlot {
+            fd: -1,
+            idle: false,
+        };
+        self.core.free_slots.borrow_mut().push(self.index);
+        self.core.active.set(self.core.active.get() - 1);
+        self.stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

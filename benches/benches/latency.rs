@@ -17,9 +17,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use origin::{Mode, ServerConfig, TestServer};
 use shadowtee::runtime::{self, Running};
 use shadowtee_benches::{engine_toml, Client, LATENCY_GET};
+use shadowtee_origin::{Mode, ServerConfig, TestServer};
 
 fn start_engine(toml: &str) -> Running {
     let cfg = config_schema::parse(toml).unwrap_or_else(|e| panic!("bench config: {e}"));

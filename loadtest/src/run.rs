@@ -15,7 +15,7 @@
 //!
 //! Only responses completed before the deadline count. Errors by kind:
 //! connect, read (incl. EOF with requests outstanding), write, timeout (no
-//! progress within `timeout`), parse (response framing the `shadowtee::h1`
+//! progress within `timeout`), parse (response framing the `shadowtee_h1`
 //! codec rejects). A connection that failed or was closed is reopened.
 //!
 //! Never shares measurement state across threads: each executor owns a
@@ -35,7 +35,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use shadowtee::h1::{parse_response, Decoded};
+use shadowtee_h1::{parse_response, Decoded};
 use shadowtee_net::read_into;
 
 use crate::{Error, Result};

@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use origin::{Mode, ServerConfig, TestServer};
+use shadowtee_origin::{Mode, ServerConfig, TestServer};
 
 use crate::run::{self, fmt_us, Report, RunConfig, Target};
 use crate::{Error, Result};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use origin::{Mode, ServerConfig, TestServer};
+use shadowtee_origin::{Mode, ServerConfig, TestServer};
 
 use crate::{Error, Result};
 

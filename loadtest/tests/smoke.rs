@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use loadtest::run::{run, RunConfig, Target};
-use origin::{Mode, ServerConfig, TestServer};
+use shadowtee_origin::{Mode, ServerConfig, TestServer};
 
 fn upstream(mode: Mode) -> TestServer {
     TestServer::spawn(ServerConfig::new("v1", mode).record(false)).expect("test upstream starts")

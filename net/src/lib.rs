@@ -34,6 +34,7 @@ impl RxBuf {
 
     /// Read more bytes from `stream`; `Ok(0)` on EOF.
     /// Cancel-safe: dropping the future mid-read leaves the buffer as it was.
+    #[inline]
     pub async fn read_from<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
         const MIN_FREE: usize = 4096;
         let len = self.bytes.len();

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use origin::{Mode, RecordedRequest, ServerConfig, TestServer};
+pub use shadowtee_origin::{Mode, RecordedRequest, ServerConfig, TestServer};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

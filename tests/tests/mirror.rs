@@ -2,8 +2,8 @@
 //! guard, copy-only edits, shedding (rate, body size, in-flight, queue),
 //! runtime switches on the admin API, and shadow faults that must never
 //! reach or slow the client.
-use origin::fnv1a64;
 use shadowtee_e2e::*;
+use shadowtee_origin::fnv1a64;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

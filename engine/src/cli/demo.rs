@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use origin::{Mode, ServerConfig, TestServer};
+use shadowtee_origin::{Mode, ServerConfig, TestServer};
 
 /// The embedded config (upstream addresses substituted at start).
 pub const DEMO_TOML: &str = include_str!("demo.toml");

@@ -59,6 +59,7 @@ pub struct Chosen {
 /// Decide which of the route's mirrors copy this request (into `out`, by
 /// mirror index); returns how many. Every refusal after sampling is counted
 /// as shed with its reason.
+#[inline]
 pub fn choose(
     st: &MirrorTables,
     route_idx: usize,

@@ -805,6 +805,40 @@ fn shadow_closing_mid_body_counts_failed() {
     assert_eq!(accounted(&proxy, "test-v1", 50), (0.0, 50.0, 0.0));
 }
 
+/// A failed copy is counted with its reason (`connect`, `timeout`,
+/// `bad_response`, `closed`), and the reasons add up to what failed.
+#[test]
+fn failed_copies_carry_their_reason() {
+    for (mode, mirror, reason) in [
+        (Mode::Refuse, "", "connect"),
+        (Mode::Garbage, "", "bad_response"),
+        (Mode::CloseMidBody, "", "closed"),
+        (Mode::Hung, "timeout_ms = 200", "timeout"),
+    ] {
+        let shadow = upstream("test-v1", mode);
+        let proxy = fault_run(&shadow, mirror, 20, Duration::from_secs(3));
+        assert_eq!(accounted(&proxy, "test-v1", 20), (0.0, 20.0, 0.0));
+        let text = proxy.metrics();
+        let failed = |r: &str| {
+            metric_sum(
+                &text,
+                "shadowtee_mirror_requests_total",
+                &[
+                    ("upstream", "test-v1"),
+                    ("outcome", "failed"),
+                    ("reason", r),
+                ],
+            )
+        };
+        assert_eq!(failed(reason), 20.0, "{reason}:\n{text}");
+        let all: f64 = ["connect", "timeout", "bad_response", "closed"]
+            .iter()
+            .map(|r| failed(r))
+            .sum();
+        assert_eq!(all, 20.0, "{reason}: other reasons counted:\n{text}");
+    }
+}
+
 #[test]
 fn hung_shadow_never_delays_the_primary() {
     let shadow = upstream("test-v1", Mode::Hung);

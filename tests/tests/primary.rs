@@ -249,6 +249,53 @@ fn match_kinds_first_match_wins_and_no_match_is_404() {
     assert_eq!(wait_metric(&proxy, &[("code", "404")], n404), n404);
 }
 
+/// A 502 for a failed primary says on stderr which route, upstream and
+/// endpoint, and why; under a stream of failures, at most one line per
+/// second per core, the next one counting those left out.
+#[test]
+fn primary_failures_are_logged_with_their_endpoint() {
+    let refuse = upstream("refuse", Mode::Refuse);
+    let garbage = upstream("garbage", Mode::Garbage);
+    let mut routes = String::new();
+    for n in ["refuse", "garbage"] {
+        routes += &route(n, &format!("path_prefix = \"/{n}\""), &[(n, 1)]);
+    }
+    let proxy = Proxy::start(&config(
+        "",
+        &[("refuse", refuse.addr, ""), ("garbage", garbage.addr, "")],
+        &routes,
+    ));
+    let lines = |p: &Proxy| -> Vec<String> {
+        p.stderr()
+            .lines()
+            .filter(|l| l.contains(" on route "))
+            .map(str::to_string)
+            .collect()
+    };
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/refuse").status, 502);
+    }
+    let first = lines(&proxy);
+    let want = format!("{}", refuse.addr);
+    assert!(
+        first[0].contains("502 on route \"refuse\", upstream \"refuse\"")
+            && first[0].contains(&want),
+        "{first:?}"
+    );
+    let secs = started.elapsed().as_secs() as usize;
+    assert!(first.len() <= secs + 1, "not rate limited: {first:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(proxy.get("/garbage").status, 502);
+    let all = lines(&proxy);
+    let last = all.last().expect("a line for the garbage primary");
+    assert!(
+        last.contains("upstream \"garbage\"") && last.contains(&format!("{}", garbage.addr)),
+        "{all:?}"
+    );
+    assert!(last.contains("more since the last line"), "{all:?}");
+}
+
 #[test]
 fn unreachable_bad_truncated_and_hung_primaries() {
     let refuse = upstream("refuse", Mode::Refuse);

@@ -2,7 +2,7 @@
 //!
 //! A blocking `std::net::TcpStream` client writes `LATENCY_GET` and reads
 //! until the Content-Length body is complete, against:
-//! - `latency/direct`: the test upstream (`testserver`, `Mode::Fast`) itself;
+//! - `latency/direct`: the test upstream (`shadowtee_origin`, `Mode::Fast`) itself;
 //! - `latency/shadowtee`: shadowtee (one core, started in-process) in front of it;
 //! - `latency/shadowtee_mirror_100`: shadowtee also mirroring 100% of
 //!   requests to a second test upstream.

@@ -2,7 +2,7 @@
 //!
 //! - `route/first_match_8th_of_10`: walk a 10-route table built by
 //!   `config_schema::parse` (path prefixes, an exact path, method lists,
-//!   header matches) with `Match::matches`, as the worker does, for a parsed
+//!   header matches) with `Match::matches`, as the exchange does, for a parsed
 //!   browser GET that only the 8th route accepts. Seven misses on path,
 //!   method or header plus one hit: the realistic worst case short of 404.
 //! - `route/weight_pick_80_20`: `WeightTable::pick` on an 80/20 table, fed a

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use shadowtee::h1::{parse_request, RequestHead, RequestLimits};
 
 /// A browser-like GET head (Firefox on Linux, logged in, with a tenant
-/// header), 300–500 bytes as in the issue. It matches the 8th route of
+/// header), 300–500 bytes like a real browser's. It matches the 8th route of
 /// [`ROUTES_TOML`] and no earlier one.
 pub const BROWSER_GET: &[u8] = b"GET /api/v2/catalog/items?page=3&sort=price HTTP/1.1\r\n\
 Host: shop.example.com\r\n\

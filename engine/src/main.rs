@@ -1,4 +1,4 @@
-//! The `shadowtee` command line (SPEC "Command line").
+//! The `shadowtee` command line (docs/SPEC.md "Command line").
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
-//! The fast path of head parsing, requests and (since session 5)
-//! responses: one pass over a head of the common shape that tokenises it
-//! and writes its field list as it goes. The module docs below speak of
-//! requests; [`tokenise_response`] says how responses differ.
+//! The fast path of head parsing, requests and responses: one pass over a
+//! head of the common shape that tokenises it and writes its field list as
+//! it goes. The module docs below speak of requests; [`tokenise_response`]
+//! says how responses differ.
 //!
 //! It decides only what it is sure of. It accepts a subset of the heads
 //! httparse (strict, default configuration) parses as `Complete`, and for

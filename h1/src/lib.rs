@@ -6,10 +6,11 @@
 //! the primary path, the mirror writer, the test upstream, `loadtest`, unit
 //! tests and benches.
 //!
-//! Policy (SPEC "Framing policy"): strict. A tee forwards the same bytes to two
-//! backends, so anything ambiguous is rejected rather than repaired: bare LF,
-//! obs-fold, whitespace before a colon, CTLs in values, CL+TE, conflicting or
-//! listed Content-Length, any transfer coding other than a single `chunked`.
+//! Policy (docs/SPEC.md "Framing policy"): strict. A tee forwards the same
+//! bytes to two backends, so anything ambiguous is rejected rather than
+//! repaired: bare LF, obs-fold, whitespace before a colon, CTLs in values,
+//! CL+TE, conflicting or listed Content-Length, any transfer coding other
+//! than a single `chunked`.
 //! Parsed heads keep the read buffer's bytes (one frozen `Bytes`) and refer to
 //! them by [`Span`]; every head sent upstream is written from the parse with
 //! canonical separators, never relayed raw.

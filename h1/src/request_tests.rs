@@ -1,4 +1,4 @@
-//! Request-head framing / smuggling suite (SPEC "Framing policy", STYLE §4, §9, §10).
+//! Request-head framing / smuggling suite (docs/SPEC.md "Framing policy").
 //!
 //! Every accepted head is fed split at every byte offset and must parse the
 //! same way with pipelined bytes left in the buffer; every rejected head must

@@ -144,7 +144,7 @@ pub fn write_request_head(
     }
     if edits.upgrade {
         if let Some(up) = head.upgrade {
-            // h2c is never offered upstream (SPEC: stripped).
+            // h2c is never offered upstream (docs/SPEC.md: stripped).
             out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
             let mut sep: &[u8] = b"";
             for t in

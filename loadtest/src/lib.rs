@@ -2,8 +2,8 @@
 //!
 //! - [`run`]: a wrk/wrk2-style HTTP/1.1 load generator on glommio (io_uring),
 //!   one pinned executor per thread, closed or open loop;
-//! - [`serve`]: the benchmark upstream, a thin wrapper over
-//!   `origin`;
+//! - [`serve`]: the benchmark upstream, a thin wrapper over the test origin
+//!   (`shadowtee_origin`);
 //! - [`scenario`]: the standard comparison (direct, shadowtee, nginx; with and
 //!   without a healthy or hung mirror) as one bounded command.
 //!

@@ -1,6 +1,6 @@
-//! `loadtest serve`: the benchmark upstream, `origin` behind a
-//! command line. Serves until SIGINT or SIGTERM, then stops (bounded) and
-//! prints how many requests it answered.
+//! `loadtest serve`: the benchmark upstream, the test origin
+//! (`shadowtee_origin`) behind a command line. Serves until SIGINT or
+//! SIGTERM, then stops (bounded) and prints how many requests it answered.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End-to-end fixtures: the real `shadowtee` binary, real upstream servers
-//! (`origin`) and plain blocking TCP clients, all on
-//! 127.0.0.1 with port 0. No sleeps as synchronisation: readiness is the
-//! binary's "listening" line; waits are bounded polls on observable state.
+//! (`shadowtee_origin`) and plain blocking TCP clients, all on 127.0.0.1
+//! with port 0. No sleeps as synchronisation: readiness is the binary's
+//! "listening" line; waits are bounded polls on observable state.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

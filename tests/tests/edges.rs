@@ -1,6 +1,6 @@
-//! Edge cases found in review: rejected uploads are read by the client
-//! (lingering close, no reset), a taken port fails start-up, a failed shadow
-//! is not a status mismatch, h2c is stripped from a mixed Upgrade offer.
+//! Edge cases: rejected uploads are read by the client (lingering close, no
+//! reset), a taken port fails start-up, a failed shadow is not a status
+//! mismatch, h2c is stripped from a mixed Upgrade offer.
 use std::io::{Read, Write};
 use std::time::Duration;
 

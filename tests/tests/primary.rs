@@ -1,6 +1,6 @@
-//! Primary path, end to end (SPEC "Wire behaviour" and "Framing policy"):
-//! the real `shadowtee run` binary between plain blocking clients and the
-//! real test upstream. Every wait is bounded; no sleep synchronises.
+//! Primary path, end to end (docs/SPEC.md "Wire behaviour" and "Framing
+//! policy"): the real `shadowtee run` binary between plain blocking clients
+//! and the real test upstream. Every wait is bounded; no sleep synchronises.
 
 use shadowtee_e2e::*;
 use std::io::{ErrorKind, Read, Write};

@@ -1,5 +1,5 @@
-//! Engine-made answers (SPEC "Errors the engine itself produces") and what
-//! the connection does after them: keep, close, or linger.
+//! Engine-made answers (docs/SPEC.md "Errors the engine itself produces")
+//! and what the connection does after them: keep, close, or linger.
 
 use std::time::{Duration, Instant};
 

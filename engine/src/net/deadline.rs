@@ -112,7 +112,7 @@ impl Deadlines {
         n
     }
 
-    /// The sweeper: run for the core's lifetime (spawned once per worker).
+    /// The sweeper: run for the core's lifetime (spawned once per core, by `serve::run`).
     pub async fn run(self: Rc<Self>) {
         loop {
             if self.armed.get() == 0 {

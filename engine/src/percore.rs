@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use crate::accesslog::AccessLogger;
 use crate::mirror::{MirrorTables, Tap};
-use crate::net::{Deadlines, Pool};
+use crate::net::{Deadlines, Pool, RxBuf};
 use crate::shared::{CoreStats, Generation, Shared};
 
 /// Per-core tables derived from one config generation.
@@ -92,6 +92,8 @@ pub struct Core {
     pub access_log: Option<Rc<AccessLogger>>,
     /// Response output buffers, lent to one exchange at a time.
     spare_out: RefCell<Vec<BytesMut>>,
+    /// Client connections' buffers, lent while a request is read or served.
+    spare_conn: RefCell<Vec<ConnBufs>>,
     /// Request-path timeouts (head, idle, primary response).
     pub deadlines: Rc<Deadlines>,
     /// The mirror's queue and copy-head buffer.
@@ -105,6 +107,25 @@ pub struct Core {
 /// At most one error-log line per core per this interval (a dead primary
 /// under load would otherwise write a line per request).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// A client connection's buffers while it has a request to read or answer:
+/// the read buffer (heads and bodies are cut from it), the buffer engine
+/// answers and upstream heads are written into, and the field list a head
+/// parse reuses.
+pub struct ConnBufs {
+    pub rbuf: RxBuf,
+    pub wbuf: BytesMut,
+    pub fields: Vec<crate::h1::Field>,
+}
+
+/// Capacity of a connection's read buffer (and of its write buffer).
+const CONN_BUF: usize = 8 * 1024;
+/// Connection buffers grown beyond this (a large head, a burst of
+/// pipelined requests) are not kept.
+const MAX_KEPT_CONN: usize = 64 * 1024;
+/// Spare connection buffers kept per core: about one per connection that
+/// is busy at once, up to this many (4 MiB).
+const MAX_SPARE_CONN: usize = 256;
 
 /// Capacity of an exchange's output buffer.
 const OUT_BUF: usize = 16 * 1024;
@@ -139,6 +160,7 @@ impl Core {
             free_slots: RefCell::new(Vec::new()),
             access_log,
             spare_out: RefCell::new(Vec::new()),
+            spare_conn: RefCell::new(Vec::new()),
             deadlines: Rc::default(),
             tap: Tap::new(queue_capacity),
             errors_at: Cell::new(None),
@@ -159,6 +181,31 @@ impl Core {
         let mut spare = self.spare_out.borrow_mut();
         if spare.len() < MAX_SPARE_OUT && (OUT_BUF..=MAX_KEPT_OUT).contains(&b.capacity()) {
             b.clear();
+            spare.push(b);
+        }
+    }
+
+    /// Buffers for a connection whose request bytes arrived.
+    pub fn take_conn_bufs(&self) -> ConnBufs {
+        self.spare_conn
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| ConnBufs {
+                rbuf: RxBuf::with_capacity(CONN_BUF),
+                wbuf: BytesMut::with_capacity(CONN_BUF),
+                fields: Vec::new(),
+            })
+    }
+
+    /// A connection going idle gives its (empty) buffers back.
+    pub fn put_conn_bufs(&self, mut b: ConnBufs) {
+        let mut spare = self.spare_conn.borrow_mut();
+        if spare.len() < MAX_SPARE_CONN
+            && b.rbuf.is_empty()
+            && b.rbuf.capacity() <= MAX_KEPT_CONN
+            && b.wbuf.capacity() <= MAX_KEPT_CONN
+        {
+            b.wbuf.clear();
             spare.push(b);
         }
     }

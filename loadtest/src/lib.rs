@@ -10,6 +10,7 @@
 //! Measurement state is per executor and merged after the threads join: no
 //! lock or shared atomic is touched per request.
 
+pub mod idle;
 pub mod run;
 pub mod scenario;
 pub mod serve;

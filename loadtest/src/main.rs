@@ -125,6 +125,26 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// RSS growth per idle keep-alive client connection: shadowtee (100%
+    /// mirror) beside nginx (plain), one after the other on one CPU.
+    Idle {
+        /// Idle connections opened (one request served on each).
+        #[arg(long, default_value_t = 8000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        proxy_cpu: usize,
+        #[arg(long, default_value_t = 0)]
+        load_cpu: usize,
+        /// The shadowtee binary (default: `shadowtee` next to this executable).
+        #[arg(long)]
+        shadowtee: Option<PathBuf>,
+        /// Skip the nginx row.
+        #[arg(long)]
+        no_nginx: bool,
+        /// Add a row for shadowtee without a mirror.
+        #[arg(long)]
+        plain: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -166,6 +186,29 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", res.render_markdown());
             }
+            Ok(())
+        })(),
+        Cmd::Scenario {
+            which:
+                Scenario::Idle {
+                    connections,
+                    proxy_cpu,
+                    load_cpu,
+                    shadowtee,
+                    no_nginx,
+                    plain,
+                },
+        } => (|| {
+            let args = loadtest::idle::IdleArgs {
+                connections,
+                proxy_cpu,
+                load_cpu,
+                shadowtee,
+                nginx: !no_nginx,
+                plain,
+            };
+            let rows = loadtest::idle::idle(&args)?;
+            print!("{}", loadtest::idle::render(&rows));
             Ok(())
         })(),
     };

@@ -342,7 +342,7 @@ pub struct TeeResult {
 
 /// A started child process; stopped (with any children of its own, such as
 /// nginx workers) when dropped.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
 }
@@ -353,13 +353,13 @@ impl Proc {
     }
 
     /// The process and its direct children (nginx: master + workers).
-    fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         let mut v = vec![self.pid()];
         v.extend(children_of(self.pid()));
         v
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -452,10 +452,10 @@ fn clock_ticks_per_sec() -> f64 {
 }
 
 /// A scratch directory removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir> {
+    pub(crate) fn new() -> Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -478,7 +478,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Blocking `GET /path`; returns status and body. For readiness and /metrics.
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     shadowtee_net::get(&addr.to_string(), path)
 }
 
@@ -506,7 +506,7 @@ fn wait_ready(addr: SocketAddr, proc_: &mut Proc) -> Result<()> {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::io("cannot find a free port", e))?;
     l.local_addr()
@@ -514,7 +514,7 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("cannot find a free port", e))
 }
 
-fn which(cmd: &str) -> Option<PathBuf> {
+pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -622,7 +622,7 @@ http {{
 
 /// Start shadowtee under `taskset`; returns the guard and its listen and
 /// admin addresses, read from its ready line on stdout.
-fn start_shadowtee(
+pub(crate) fn start_shadowtee(
     bin: &Path,
     dir: &Path,
     key: char,
@@ -687,7 +687,7 @@ fn start_shadowtee(
     }
 }
 
-fn start_nginx(
+pub(crate) fn start_nginx(
     bin: &Path,
     dir: &Path,
     key: char,

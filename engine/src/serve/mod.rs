@@ -8,7 +8,10 @@
 
 mod conn;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
@@ -80,18 +83,36 @@ fn spawn_conn(core: &Rc<Core>, stream: TcpStream) {
     // The guard moves into the task: its slot and count are released
     // however the task ends, a caught panic included.
     let guard = core.register(std::os::fd::AsRawFd::as_raw_fd(&stream));
-    let task = conn::serve_conn(core.clone(), stream, guard);
-    glommio::spawn_local(async move {
-        // A panic is a bug; it must cost its own connection, not the
-        // core's executor and every connection on it. The panic hook
-        // has already written the message to stderr; the connection's
-        // state (its socket and guard) is dropped during the unwind.
-        let task = std::panic::AssertUnwindSafe(task);
-        if futures_lite::FutureExt::catch_unwind(task).await.is_err() {
-            eprintln!("shadowtee: a connection task panicked (a bug); that connection was closed");
+    // A panic is a bug; it must cost its own connection, not the core's
+    // executor and every connection on it. The panic hook has already
+    // written the message to stderr; the connection's state (its socket
+    // and guard) is dropped during the unwind.
+    let task = std::panic::AssertUnwindSafe(conn::serve_conn(core.clone(), stream, guard));
+    glommio::spawn_local(Caught(futures_lite::FutureExt::catch_unwind(task))).detach();
+}
+
+/// A connection task with its panic caught and reported. A hand-written
+/// future rather than an `async` block, which would keep the connection's
+/// future twice in the task (once as a capture, once as the awaited value).
+struct Caught<F>(F);
+
+impl<F: Future<Output = std::thread::Result<()>>> Future for Caught<F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: structural pinning of the only field: `Caught` never moves
+        // it out, has no `Drop`, and is `Unpin` only if `F` is.
+        let inner = unsafe { self.map_unchecked_mut(|c| &mut c.0) };
+        match inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(_)) => {
+                eprintln!(
+                    "shadowtee: a connection task panicked (a bug); that connection was closed"
+                );
+                Poll::Ready(())
+            }
         }
-    })
-    .detach();
+    }
 }
 
 /// Resolve once a drain has begun. Waits for EOF on the core's drain socket

@@ -297,6 +297,34 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// shadowtee patch: wait until a read would not wait (bytes, EOF or an
+    /// error are there) without lending a buffer, on the same multishot
+    /// readiness poll `poll_read` waits on. A connection idle between
+    /// requests can then hold no read buffer. The `poll_read` that follows
+    /// tries `recv` at once.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        let fd = self.stream.as_raw_fd();
+
+        let event = self.source_rx.as_ref().is_some_and(|src| src.take_result());
+        if self.rx_ready || event || self.source_rx.is_none() {
+            // The event is consumed here: the next read must not wait for another.
+            self.rx_ready = true;
+            return Poll::Ready(Ok(()));
+        }
+
+        poll_err!(self.read_timeout.check(reactor));
+
+        if !self.source_rx.as_ref().is_some_and(|src| src.is_armed()) {
+            self.source_rx = Some(reactor.poll_read_ready_multi(fd));
+        }
+        let source = self.source_rx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
@@ -430,6 +458,15 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             return Ok(pos);
         }
         self.stream.peek(buf).await
+    }
+
+    /// shadowtee patch: see `NonBufferedStream::poll_readable`; buffered
+    /// bytes count as readable.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rx_buf.is_empty() || self.rx_done.get() {
+            return Poll::Ready(Ok(()));
+        }
+        self.stream.poll_readable(cx)
     }
 
     pub(crate) fn poll_read(

@@ -643,6 +643,18 @@ impl<B: RxBuf> TcpStream<B> {
         Ok(self.stream.stream().set_ttl(ttl)?)
     }
 
+    /// shadowtee patch: wait until a read would not wait (bytes, EOF or an
+    /// error are there), without a buffer: a connection idle between
+    /// requests need not hold one. Honours the read timeout, like a read.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_readable(cx)
+    }
+
+    /// shadowtee patch: [`TcpStream::poll_readable`] as a future.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
     /// Receives data on the socket from the remote address to which it is
     /// connected, without removing that data from the queue.
     ///

@@ -25,7 +25,7 @@ VENDOR=vendor/glommio
 PATCHES=(
   notes/glommio-reactor-deadline.patch
   notes/glommio-coop-taskrun.patch
-  notes/glommio-readable.patch
+  notes/glommio-idle-memory.patch
 )
 # In notes/ but not applied: superseded, kept as a record
 # (notes/glommio-reactor-timers.md says why).

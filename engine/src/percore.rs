@@ -93,11 +93,13 @@ pub struct Core {
     /// Response output buffers, lent to one exchange at a time.
     spare_out: RefCell<Vec<BytesMut>>,
     /// Client connections' buffers, lent while a request is read or served.
-    spare_conn: RefCell<Vec<ConnBufs>>,
+    spare_conn: RefCell<Vec<Box<ConnBufs>>>,
     /// Request-path timeouts (head, idle, primary response).
     pub deadlines: Rc<Deadlines>,
     /// The mirror's queue and copy-head buffer.
     pub tap: Tap,
+    /// Heap blocks for connections' per-request state.
+    pub request_blocks: Blocks,
     /// The error log's rate limit: when the last line was written, and how
     /// many were left out since.
     errors_at: Cell<Option<Instant>>,
@@ -163,6 +165,7 @@ impl Core {
             spare_conn: RefCell::new(Vec::new()),
             deadlines: Rc::default(),
             tap: Tap::new(queue_capacity),
+            request_blocks: Blocks::default(),
             errors_at: Cell::new(None),
             errors_left_out: Cell::new(0),
         })
@@ -185,20 +188,20 @@ impl Core {
         }
     }
 
-    /// Buffers for a connection whose request bytes arrived.
-    pub fn take_conn_bufs(&self) -> ConnBufs {
-        self.spare_conn
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| ConnBufs {
+    /// Buffers for a connection whose request bytes arrived. Boxed, so
+    /// that a connection's task holds one pointer for them.
+    pub fn take_conn_bufs(&self) -> Box<ConnBufs> {
+        self.spare_conn.borrow_mut().pop().unwrap_or_else(|| {
+            Box::new(ConnBufs {
                 rbuf: RxBuf::with_capacity(CONN_BUF),
                 wbuf: BytesMut::with_capacity(CONN_BUF),
                 fields: Vec::new(),
             })
+        })
     }
 
     /// A connection going idle gives its (empty) buffers back.
-    pub fn put_conn_bufs(&self, mut b: ConnBufs) {
+    pub fn put_conn_bufs(&self, mut b: Box<ConnBufs>) {
         let mut spare = self.spare_conn.borrow_mut();
         if spare.len() < MAX_SPARE_CONN
             && b.rbuf.is_empty()
@@ -357,5 +360,151 @@ impl Drop for ConnGuard {
         self.stats
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Most spare blocks a [`Blocks`] keeps (one per request in flight on the
+/// core, up to this many).
+const MAX_SPARE_BLOCKS: usize = 256;
+
+/// Reusable heap blocks for one future type: a connection's per-request
+/// state lives on the heap (so an idle connection's task stays small)
+/// without an allocation per request. [`Blocks::pin`] places a future in a
+/// spare block (or a new one); the returned [`Pooled`] drops it in place and
+/// gives the block back. A future of another layout than the first one seen
+/// gets a block of its own, freed with it.
+#[derive(Default)]
+pub struct Blocks {
+    layout: Cell<Option<std::alloc::Layout>>,
+    free: RefCell<Vec<std::ptr::NonNull<u8>>>,
+}
+
+/// A future placed in a block of a [`Blocks`]; pinned there (never moved)
+/// until it is dropped.
+pub struct Pooled<'p, F> {
+    ptr: std::ptr::NonNull<F>,
+    /// Whether the block goes back to `blocks` (it has their layout).
+    shared: bool,
+    blocks: &'p Blocks,
+}
+
+impl Blocks {
+    /// Place `f` in a block.
+    pub fn pin<F: std::future::Future>(&self, f: F) -> Pooled<'_, F> {
+        let layout = std::alloc::Layout::new::<F>();
+        if self.layout.get().is_none() {
+            self.layout.set(Some(layout));
+        }
+        let shared = self.layout.get() == Some(layout) && layout.size() > 0;
+        let block = if layout.size() == 0 {
+            std::ptr::NonNull::<F>::dangling().cast::<u8>()
+        } else if let Some(b) = shared.then(|| self.free.borrow_mut().pop()).flatten() {
+            b
+        } else {
+            // SAFETY: `layout` has a non-zero size (checked above).
+            let p = unsafe { std::alloc::alloc(layout) };
+            std::ptr::NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+        };
+        let ptr = block.cast::<F>();
+        // SAFETY: `block` is valid for writes of `F`'s layout (a spare block
+        // of exactly that layout, a fresh allocation of it, or dangling for
+        // a zero-sized `F`) and holds no live value.
+        unsafe { ptr.as_ptr().write(f) };
+        Pooled {
+            ptr,
+            shared,
+            blocks: self,
+        }
+    }
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        if let Some(layout) = self.layout.get() {
+            for b in self.free.get_mut().drain(..) {
+                // SAFETY: every spare block was allocated with `layout` (only
+                // blocks of that layout are given back) and holds no value.
+                unsafe { std::alloc::dealloc(b.as_ptr(), layout) };
+            }
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Pooled<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // SAFETY: the future lives in its block until `Pooled` is dropped and
+        // is never moved out of it, so it stays pinned as `Box::pin` would.
+        unsafe { std::pin::Pin::new_unchecked(self.ptr.as_mut()) }.poll(cx)
+    }
+}
+
+impl<F> Drop for Pooled<'_, F> {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::new::<F>();
+        // SAFETY: the block holds the live `F` written by `Blocks::pin`; it is
+        // dropped exactly once, here, and not used after.
+        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+        if layout.size() == 0 {
+            return;
+        }
+        let block = self.ptr.cast::<u8>();
+        let mut free = self.blocks.free.borrow_mut();
+        if self.shared && free.len() < MAX_SPARE_BLOCKS {
+            free.push(block);
+        } else {
+            // SAFETY: the block was allocated with `layout` (shared blocks
+            // have the pool's layout, which is `F`'s) and its value is dropped.
+            unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Blocks;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Blocks are reused, values are dropped once each, and a future of
+    /// another layout gets a block of its own.
+    #[test]
+    fn blocks_are_reused_and_values_dropped() {
+        struct Probe(Rc<Cell<u32>>, [u64; 8]);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let drops = Rc::new(Cell::new(0));
+        let blocks = Blocks::default();
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            let p = Probe(drops.clone(), [i; 8]);
+            let f = blocks.pin(async move { p.1[0] });
+            seen.push(f.ptr.as_ptr() as usize);
+            assert_eq!(futures_lite::future::block_on(f), i);
+        }
+        assert_eq!(drops.get(), 4);
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "one block reused: {seen:?}"
+        );
+        // Dropped unpolled: its value is still dropped.
+        drop(blocks.pin({
+            let p = Probe(drops.clone(), [9; 8]);
+            async move { p.1[0] }
+        }));
+        assert_eq!(drops.get(), 5);
+        // Another layout: works, and does not enter the pool.
+        let big = [7u8; 4096];
+        assert_eq!(
+            futures_lite::future::block_on(blocks.pin(async move { big[4095] })),
+            7
+        );
+        assert_eq!(blocks.free.borrow().len(), 1);
     }
 }

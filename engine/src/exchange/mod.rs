@@ -36,7 +36,7 @@ use crate::error::Kind;
 use crate::h1::request::BodyFraming;
 use crate::h1::write::{write_request_head, write_response_head, ClientFraming, RequestEdits};
 use crate::h1::{Decoder, RequestHead, ResponseHead, Version};
-use crate::mirror::{self, Chosen, CopyBody, MAX_MIRRORS};
+use crate::mirror::{self, CopyBody};
 use crate::net::{RxBuf, UpConn};
 use crate::percore::{Core, CoreState};
 use crate::shared::PrimaryStats;
@@ -106,8 +106,7 @@ pub async fn run(
         let v = u.get(&head.raw);
         crate::h1::list_items(v).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
     });
-    let mut chosen: [Option<Chosen>; MAX_MIRRORS] = Default::default();
-    let n_chosen = mirror::choose(&st.mirror, ri, head, upgrade, || core.rand(), &mut chosen);
+    let chosen = mirror::choose(&st.mirror, ri, head, upgrade, || core.rand());
 
     let di = if route.destinations.len() == 1 {
         0
@@ -132,10 +131,10 @@ pub async fn run(
             let kind = Kind::BadGateway("primary unreachable");
             core.upstream_error(upstream.route, upstream.name, kind.status(), &e);
             // A body-less request is complete: its copies are still due.
-            if n_chosen > 0 && !head.has_body() {
+            if !chosen.is_empty() && !head.has_body() {
                 let body = CopyBody::default();
                 mirror::dispatch(
-                    &core.tap, &st.mirror, ri, head, peer_ip, &chosen, body, pairs,
+                    &core.tap, &st.mirror, ri, head, peer_ip, chosen, body, pairs,
                 );
             }
             let then = settle::after_reply(kind, true, request, draining);
@@ -184,15 +183,11 @@ pub async fn run(
     // after that can only close the connection, not answer it.
     let response_started = Cell::new(false);
     let mut rx = core.take_out_buf();
-    let compare_body = n_chosen > 0
-        && chosen
-            .iter()
-            .flatten()
-            .any(|c| route.mirrors[c.index].compare_body);
+    let compare_body = chosen.iter().any(|c| route.mirrors[c].compare_body);
     let body_limits = BodyLimits {
         chunked: head.framing == BodyFraming::Chunked,
         max_body: server.max_body_bytes,
-        copy_cap: (n_chosen > 0).then_some(cfg.mirror.max_body_bytes),
+        copy_cap: (!chosen.is_empty()).then_some(cfg.mirror.max_body_bytes),
     };
     let (up_result, down_result) = {
         let client_cell = RefCell::new(&mut *client);
@@ -229,14 +224,14 @@ pub async fn run(
         match first {
             Either::Up(Ok(mut u)) => {
                 // The body arrived whole and well framed: dispatch the copies now.
-                if n_chosen > 0 {
+                if !chosen.is_empty() {
                     let body = CopyBody {
                         len: u.body_len,
                         dropped: u.copy_dropped,
                         parts: std::mem::take(&mut u.copy),
                     };
                     mirror::dispatch(
-                        &core.tap, &st.mirror, ri, head, peer_ip, &chosen, body, pairs,
+                        &core.tap, &st.mirror, ri, head, peer_ip, chosen, body, pairs,
                     );
                 }
                 let d = (&mut download).await;
@@ -364,13 +359,15 @@ async fn finish(
                 sides.wbuf.clear();
                 write_request_head(sides.wbuf, head, &edits, head.framing.into());
                 let pool = &st.pools[upstream.index];
-                if let Ok(mut fresh) = pool.connect().await {
+                if let Ok(mut fresh) = Box::pin(pool.connect()).await {
                     if fresh.write_all(sides.wbuf).await.is_ok() {
                         sides.up = fresh;
                         let sent = Cell::new(Some(Instant::now()));
                         let up = &mut sides.up;
+                        // Boxed, as are the other rare steps below: they
+                        // would otherwise size every exchange's state.
                         ends.download = Some(
-                            forward_response(
+                            Box::pin(forward_response(
                                 &mut up.stream,
                                 &mut up.buf,
                                 sides.client,
@@ -379,7 +376,7 @@ async fn finish(
                                 compare_body,
                                 core,
                                 (&sent, pool.request_timeout, &Cell::new(false)),
-                            )
+                            ))
                             .await,
                         );
                     }
@@ -393,7 +390,16 @@ async fn finish(
                     core.upstream_error(upstream.route, upstream.name, kind.status(), &e);
                 }
                 let logged = Some((head, upstream.route));
-                let next = reply(st, sides.client, sides.wbuf, kind, then, logged, pstats).await;
+                let next = Box::pin(reply(
+                    st,
+                    sides.client,
+                    sides.wbuf,
+                    kind,
+                    then,
+                    logged,
+                    pstats,
+                ))
+                .await;
                 if !rejected {
                     let us = us();
                     pstats.duration.record_us(us);
@@ -414,7 +420,7 @@ async fn finish(
                 }
                 sides.wbuf.clear();
                 let idle = st.gen.config.server.idle_timeout;
-                tunnel::tunnel(sides.client, sides.rbuf, sides.up, idle).await;
+                Box::pin(tunnel::tunnel(sides.client, sides.rbuf, sides.up, idle)).await;
                 return Next::Close;
             }
             Step::Done { client: then, pool } => {

@@ -51,14 +51,24 @@ pub struct CopyBody {
     pub parts: Vec<Bytes>,
 }
 
-/// A mirror chosen for this request.
-pub struct Chosen {
-    pub index: usize,
+/// The mirrors chosen for one request: a bit per mirror index of its route
+/// (a route tracks at most [`MAX_MIRRORS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chosen(u32);
+
+impl Chosen {
+    /// Whether no mirror was chosen.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The chosen mirror indexes, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..MAX_MIRRORS).filter(move |i| self.0 & (1 << i) != 0)
+    }
 }
 
-/// Decide which of the route's mirrors copy this request (into `out`, by
-/// mirror index); returns how many. Every refusal after sampling is counted
-/// as shed with its reason.
+/// Decide which of the route's mirrors copy this request. Every refusal
+/// after sampling is counted as shed with its reason.
 #[inline]
 pub fn choose(
     st: &MirrorTables,
@@ -66,19 +76,18 @@ pub fn choose(
     head: &RequestHead,
     upgrade: bool,
     mut rand: impl FnMut() -> u64,
-    out: &mut [Option<Chosen>; MAX_MIRRORS],
-) -> usize {
+) -> Chosen {
     let cfg = &st.gen.config;
     let route = &cfg.routes[route_idx];
     if route.mirrors.is_empty() || upgrade {
-        return 0;
+        return Chosen(0);
     }
     if let Some(marker) = &cfg.mirror.marker_header {
         if head.header(marker.as_bytes()).is_some() {
-            return 0; // loop guard: a copy is never copied again
+            return Chosen(0); // loop guard: a copy is never copied again
         }
     }
-    let mut n = 0;
+    let mut chosen = 0u32;
     let mut now = None;
     for (i, m) in route.mirrors.iter().enumerate().take(MAX_MIRRORS) {
         let ctl = &st.gen.controls[route_idx][i];
@@ -124,10 +133,9 @@ pub fn choose(
                 continue;
             }
         }
-        out[i] = Some(Chosen { index: i });
-        n += 1;
+        chosen |= 1 << i;
     }
-    n
+    Chosen(chosen)
 }
 
 /// FNV-1a then a finaliser: the same header value always samples alike.
@@ -150,7 +158,7 @@ pub fn dispatch(
     ri: usize,
     head: &RequestHead,
     client_ip: Option<&str>,
-    chosen: &[Option<Chosen>; MAX_MIRRORS],
+    chosen: Chosen,
     body: CopyBody,
     pairs: &mut Vec<Rc<Pair>>,
 ) {
@@ -158,13 +166,13 @@ pub fn dispatch(
     let cfg = &st.gen.config;
     let route = &cfg.routes[ri];
     let rstats = &st.stats.routes[ri];
-    for c in chosen.iter().flatten() {
+    for c in chosen.iter() {
         if body.dropped {
-            rstats.mirrors[c.index].shed(ShedReason::BodyTooLarge);
+            rstats.mirrors[c].shed(ShedReason::BodyTooLarge);
             continue;
         }
-        let m = &route.mirrors[c.index];
-        let mstats = rstats.mirrors[c.index].clone();
+        let m = &route.mirrors[c];
+        let mstats = rstats.mirrors[c].clone();
         let mut arena = tap.heads.borrow_mut();
         let need = head.raw.len() + MIRROR_HEAD_SLACK;
         if arena.capacity() < need {

@@ -21,13 +21,22 @@ use crate::percore::{ConnBufs, ConnGuard, Core, CoreState};
 /// Serve one client connection until it closes, errs, idles out or drains.
 /// `conn` is its registration on the core, released when this returns or
 /// unwinds.
-pub async fn serve_conn(core: Rc<Core>, mut client: TcpStream, conn: ConnGuard) {
-    let _ = client.set_nodelay(true);
-    // Formatted once per connection for X-Forwarded-For.
-    let peer_ip_text = client.peer_addr().ok().map(|a| a.ip().to_string());
-    let peer_ip = peer_ip_text.as_deref();
-    serve_requests(&core, &mut client, &conn, peer_ip).await;
-    drop(conn);
+///
+/// An `async` block over the captured values rather than an `async fn`,
+/// whose parameters would be stored twice in the task (as arguments, and
+/// again as the locals they are moved into).
+pub fn serve_conn(
+    core: Rc<Core>,
+    mut client: TcpStream,
+    conn: ConnGuard,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _ = client.set_nodelay(true);
+        // Formatted once per connection for X-Forwarded-For.
+        let peer_ip_text = client.peer_addr().ok().map(|a| a.ip().to_string());
+        serve_requests(&core, &mut client, &conn, peer_ip_text.as_deref()).await;
+        drop(conn);
+    }
 }
 
 async fn serve_requests(
@@ -39,7 +48,7 @@ async fn serve_requests(
     // Taken from the core when a request's first bytes arrive, given back
     // when the connection goes idle with nothing pipelined left: an idle
     // connection holds no buffer.
-    let mut bufs: Option<ConnBufs> = None;
+    let mut bufs: Option<Box<ConnBufs>> = None;
     // Reused by every exchange of this connection (no allocation per request).
     let mut pairs: Vec<Rc<Pair>> = Vec::new();
     let mut first = true;
@@ -96,20 +105,23 @@ async fn serve_requests(
                 Err(_) => return,
             }
         }
-        // Boxed: only a connection with a request to read or answer needs
-        // this state (the exchange's is large), so an idle connection's own
-        // task stays small. One allocation per request.
+        // On the heap: only a connection with a request to read or answer
+        // needs this state (the exchange's is large), so an idle
+        // connection's own task stays small. The block is the core's,
+        // reused request after request (no allocation per request).
         let b = bufs.get_or_insert_with(|| core.take_conn_bufs());
-        let next = Box::pin(one_request(
-            core,
-            &st,
-            client,
-            b,
-            &mut pairs,
-            head_deadline,
-            peer_ip,
-        ))
-        .await;
+        let next = core
+            .request_blocks
+            .pin(one_request(
+                core,
+                &st,
+                client,
+                b,
+                &mut pairs,
+                head_deadline,
+                peer_ip,
+            ))
+            .await;
         first = false;
         match next {
             Next::KeepAlive if !core.shared.is_draining() => {}

@@ -93,6 +93,9 @@ pub struct Core {
     /// Response output buffers, lent to one exchange at a time.
     spare_out: RefCell<Vec<BytesMut>>,
     /// Client connections' buffers, lent while a request is read or served.
+    // Boxed: a connection holds its buffers as one pointer (its task stays
+    // small while idle), and moves them in and out of this list as is.
+    #[allow(clippy::vec_box)]
     spare_conn: RefCell<Vec<Box<ConnBufs>>>,
     /// Request-path timeouts (head, idle, primary response).
     pub deadlines: Rc<Deadlines>,

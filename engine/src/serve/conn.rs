@@ -25,6 +25,7 @@ use crate::percore::{ConnBufs, ConnGuard, Core, CoreState};
 /// An `async` block over the captured values rather than an `async fn`,
 /// whose parameters would be stored twice in the task (as arguments, and
 /// again as the locals they are moved into).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve_conn(
     core: Rc<Core>,
     mut client: TcpStream,

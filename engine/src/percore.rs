@@ -392,8 +392,11 @@ pub struct Pooled<'p, F> {
 }
 
 impl Blocks {
-    /// Place `f` in a block.
-    pub fn pin<F: std::future::Future>(&self, f: F) -> Pooled<'_, F> {
+    /// Place the future `make` returns in a block. Taking a maker rather
+    /// than the future lets the future be built in the block (its return
+    /// slot) instead of on the stack and then copied, all of its size, in.
+    #[inline(always)]
+    pub fn pin<F: std::future::Future>(&self, make: impl FnOnce() -> F) -> Pooled<'_, F> {
         let layout = std::alloc::Layout::new::<F>();
         if self.layout.get().is_none() {
             self.layout.set(Some(layout));
@@ -412,7 +415,7 @@ impl Blocks {
         // SAFETY: `block` is valid for writes of `F`'s layout (a spare block
         // of exactly that layout, a fresh allocation of it, or dangling for
         // a zero-sized `F`) and holds no live value.
-        unsafe { ptr.as_ptr().write(f) };
+        unsafe { ptr.as_ptr().write(make()) };
         Pooled {
             ptr,
             shared,
@@ -487,7 +490,7 @@ mod tests {
         let mut seen = Vec::new();
         for i in 0..4 {
             let p = Probe(drops.clone(), [i; 8]);
-            let f = blocks.pin(async move { p.1[0] });
+            let f = blocks.pin(|| async move { p.1[0] });
             seen.push(f.ptr.as_ptr() as usize);
             assert_eq!(futures_lite::future::block_on(f), i);
         }
@@ -497,15 +500,13 @@ mod tests {
             "one block reused: {seen:?}"
         );
         // Dropped unpolled: its value is still dropped.
-        drop(blocks.pin({
-            let p = Probe(drops.clone(), [9; 8]);
-            async move { p.1[0] }
-        }));
+        let p = Probe(drops.clone(), [9; 8]);
+        drop(blocks.pin(|| async move { p.1[0] }));
         assert_eq!(drops.get(), 5);
         // Another layout: works, and does not enter the pool.
         let big = [7u8; 4096];
         assert_eq!(
-            futures_lite::future::block_on(blocks.pin(async move { big[4095] })),
+            futures_lite::future::block_on(blocks.pin(|| async move { big[4095] })),
             7
         );
         assert_eq!(blocks.free.borrow().len(), 1);

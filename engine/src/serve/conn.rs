@@ -111,17 +111,10 @@ async fn serve_requests(
         // connection's own task stays small. The block is the core's,
         // reused request after request (no allocation per request).
         let b = bufs.get_or_insert_with(|| core.take_conn_bufs());
+        let pairs = &mut pairs;
         let next = core
             .request_blocks
-            .pin(one_request(
-                core,
-                &st,
-                client,
-                b,
-                &mut pairs,
-                head_deadline,
-                peer_ip,
-            ))
+            .pin(|| one_request(core, &st, client, b, pairs, head_deadline, peer_ip))
             .await;
         first = false;
         match next {

@@ -490,7 +490,10 @@ mod tests {
         let mut seen = Vec::new();
         for i in 0..4 {
             let p = Probe(drops.clone(), [i; 8]);
-            let f = blocks.pin(|| async move { p.1[0] });
+            let f = blocks.pin(move || async move {
+                let p = p;
+                p.1[0]
+            });
             seen.push(f.ptr.as_ptr() as usize);
             assert_eq!(futures_lite::future::block_on(f), i);
         }
@@ -501,7 +504,10 @@ mod tests {
         );
         // Dropped unpolled: its value is still dropped.
         let p = Probe(drops.clone(), [9; 8]);
-        drop(blocks.pin(|| async move { p.1[0] }));
+        drop(blocks.pin(move || async move {
+            let p = p;
+            p.1[0]
+        }));
         assert_eq!(drops.get(), 5);
         // Another layout: works, and does not enter the pool.
         let big = [7u8; 4096];

@@ -32,6 +32,14 @@ impl RxBuf {
         RxBuf { bytes, init_end }
     }
 
+    /// A buffer with no allocation (one is made by the first read).
+    pub fn empty() -> Self {
+        RxBuf {
+            bytes: BytesMut::new(),
+            init_end: 0,
+        }
+    }
+
     /// Read more bytes from `stream`; `Ok(0)` on EOF.
     /// Cancel-safe: dropping the future mid-read leaves the buffer as it was.
     #[inline]

@@ -18,6 +18,10 @@ use super::RxBuf;
 
 /// Read buffer size per upstream connection.
 pub const UPSTREAM_BUF: usize = 16 * 1024;
+/// Spare read buffers kept per pool (about one per exchange in flight on it).
+const MAX_SPARE_BUFS: usize = 64;
+/// Read buffers grown beyond this (a large head) are not kept.
+const MAX_KEPT_BUF: usize = 64 * 1024;
 /// A pooled connection idle longer than this is probed (non-blocking peek)
 /// before reuse, since the upstream may have closed it.
 const PROBE_AFTER: Duration = Duration::from_millis(250);
@@ -71,6 +75,9 @@ pub struct Pool {
     endpoints: Vec<SocketAddr>,
     next: Cell<usize>,
     idle: RefCell<Vec<UpConn>>,
+    /// Read buffers of pooled connections: an idle pooled connection holds
+    /// none; one taken from the pool gets one back.
+    spare_bufs: RefCell<Vec<RxBuf>>,
     max_idle: usize,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -87,6 +94,7 @@ impl Pool {
             endpoints,
             next: Cell::new(0),
             idle: RefCell::new(Vec::new()),
+            spare_bufs: RefCell::new(Vec::new()),
             max_idle,
             connect_timeout,
             request_timeout,
@@ -111,6 +119,11 @@ impl Pool {
                 continue;
             }
             c.reused = true;
+            c.buf = self
+                .spare_bufs
+                .borrow_mut()
+                .pop()
+                .unwrap_or_else(|| RxBuf::with_capacity(UPSTREAM_BUF));
             return Some(c);
         }
     }
@@ -151,6 +164,11 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.max_idle {
             c.idle_since = now;
+            let buf = std::mem::replace(&mut c.buf, RxBuf::empty());
+            let mut spare = self.spare_bufs.borrow_mut();
+            if spare.len() < MAX_SPARE_BUFS && buf.capacity() <= MAX_KEPT_BUF {
+                spare.push(buf);
+            }
             idle.push(c);
         }
     }

@@ -60,7 +60,10 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
 fn serve(mut conn: TcpStream, shared: &Shared) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut buf = BytesMut::with_capacity(4096);
+    // Grown when bytes arrive, dropped between requests (an admin connection
+    // idles at most 5 s, and at most MAX_ADMIN_CONNS exist: its thread's
+    // stack is the rest of its cost).
+    let mut buf = BytesMut::new();
     let mut chunk = [0u8; 4096];
     let limits = RequestLimits {
         max_header_bytes: 16 * 1024,
@@ -106,6 +109,10 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
             || !head.keep_alive
         {
             return;
+        }
+        drop(head);
+        if buf.is_empty() {
+            buf = BytesMut::new();
         }
     }
 }

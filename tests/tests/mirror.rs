@@ -805,6 +805,88 @@ fn shadow_closing_mid_body_counts_failed() {
     assert_eq!(accounted(&proxy, "test-v1", 50), (0.0, 50.0, 0.0));
 }
 
+/// Only answered pairs are compared (docs/SPEC.md "Shadow fidelity"): a
+/// shadow that refuses every connection has no match percentage (`null`;
+/// `-` in the table) and no latency, and its copies are counted as
+/// `pairs.shadow_failed` with reason `connect`, never as matches.
+#[test]
+fn a_refused_shadow_has_no_match_percentage() {
+    let shadow = upstream("test-v1", Mode::Refuse);
+    let proxy = fault_run(&shadow, "", 20, Duration::from_secs(3));
+    assert_eq!(accounted(&proxy, "test-v1", 20), (0.0, 20.0, 0.0));
+    let mut row = serde_json::Value::Null;
+    assert!(
+        proxy.wait_until(WAIT, || {
+            row = proxy.compare()["comparisons"][0].clone();
+            row["pairs"]["shadow_failed"].as_u64() == Some(20)
+        }),
+        "{row:#}"
+    );
+    assert_eq!(row["pairs"]["both_answered"].as_u64(), Some(0), "{row:#}");
+    assert_eq!(row["pairs"]["shed"].as_u64(), Some(0), "{row:#}");
+    assert!(row["status_matching_percent"].is_null(), "{row:#}");
+    assert!(row["shadow_side"]["latency_ms"]["p50"].is_null(), "{row:#}");
+    assert_eq!(row["shadow_side"]["count"].as_u64(), Some(0), "{row:#}");
+    assert_eq!(
+        row["mirror"]["failed_reasons"]["connect"].as_u64(),
+        Some(20),
+        "{row:#}"
+    );
+    assert!(
+        row["shadow_side"]["status"]
+            .as_object()
+            .is_some_and(|m| m.is_empty()),
+        "{row:#}"
+    );
+    let out = std::process::Command::new(binary())
+        .args(["compare", "--admin", &proxy.admin.to_string()])
+        .output()
+        .expect("run shadowtee compare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("default") && l.contains("test-v1"))
+        .unwrap_or_else(|| panic!("no row:\n{text}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[3], "-", "match column: {line}");
+    assert!(!line.contains('%'), "{line}");
+}
+
+/// With some answers that differ, the match percentage is over the answered
+/// pairs only (a shadow answering 500 to all: 0%, not diluted by nothing).
+#[test]
+fn match_percentage_is_over_answered_pairs() {
+    let shadow = upstream("test-v1", Mode::Status(500));
+    let proxy = fault_run(&shadow, "", 10, Duration::from_secs(3));
+    let mut row = serde_json::Value::Null;
+    assert!(
+        proxy.wait_until(WAIT, || {
+            row = proxy.compare()["comparisons"][0].clone();
+            row["pairs"]["both_answered"].as_u64() == Some(10)
+        }),
+        "{row:#}"
+    );
+    assert_eq!(
+        row["status_matching_percent"].as_f64(),
+        Some(0.0),
+        "{row:#}"
+    );
+    assert_eq!(
+        row["shadow_side"]["status"]["500"].as_u64(),
+        Some(10),
+        "{row:#}"
+    );
+    assert_eq!(
+        row["primary"]["status"]["200"].as_u64(),
+        Some(10),
+        "{row:#}"
+    );
+    assert!(
+        row["shadow_side"]["latency_ms"]["p50"].as_f64().is_some(),
+        "{row:#}"
+    );
+}
+
 /// A failed copy is counted with its reason (`connect`, `timeout`,
 /// `bad_response`, `closed`), and the reasons add up to what failed.
 #[test]

@@ -459,12 +459,7 @@ fn code_map(codes: &[u64; 600]) -> Value {
     let mut m = serde_json::Map::new();
     for (code, &n) in codes.iter().enumerate() {
         if n > 0 {
-            let key = if code == 0 {
-                "failed".to_string()
-            } else {
-                code.to_string()
-            };
-            m.insert(key, json!(n));
+            m.insert(code.to_string(), json!(n));
         }
     }
     Value::Object(m)
@@ -472,6 +467,10 @@ fn code_map(codes: &[u64; 600]) -> Value {
 
 fn latency(h: &HistSnapshot) -> Value {
     let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    if h.count == 0 {
+        // Nothing answered: no latency (not the time it took to fail).
+        return json!({ "p50": null, "p90": null, "p99": null, "max": null });
+    }
     json!({
         "p50": ms(h.quantile_us(0.50)),
         "p90": ms(h.quantile_us(0.90)),
@@ -489,6 +488,7 @@ pub fn compare_json(gen: &Generation) -> Value {
             let (mut pc, mut sc) = ([0u64; 600], [0u64; 600]);
             let (mut ph, mut sh) = (HistSnapshot::default(), HistSnapshot::default());
             let (mut pairs, mut sm, mut bc, mut bm) = (0, 0, 0, 0);
+            let (mut answered, mut shadow_failed) = (0u64, 0u64);
             let (mut completed, mut failed, mut shed) = (0, [0u64; 4], [0u64; 4]);
             let mut mismatch_pairs: Vec<(u16, u16, u64)> = Vec::new();
             let mut recent = Vec::new();
@@ -497,6 +497,8 @@ pub fn compare_json(gen: &Generation) -> Value {
                 let c = &ms.compare;
                 // First (acquire): every pair counted here is complete below.
                 pairs += c.pairs.get_acquire();
+                answered += c.both_answered.get();
+                shadow_failed += c.shadow_failed.get();
                 c.primary_codes.merge_into(&mut pc);
                 c.shadow_codes.merge_into(&mut sc);
                 c.primary_latency.merge_into(&mut ph);
@@ -525,11 +527,12 @@ pub fn compare_json(gen: &Generation) -> Value {
             mismatch_pairs.sort_by_key(|p| std::cmp::Reverse(p.2));
             recent.truncate(crate::compare::RECENT_MISMATCHES);
             let ctl = &gen.controls[ri][mi];
-            let matching = if pairs == 0 {
-                100.0
-            } else {
-                ((pairs - sm.min(pairs)) as f64 * 10000.0 / pairs as f64).round() / 100.0
-            };
+            // Over the pairs the shadow answered only: a failed or shed copy
+            // is never a match; with none answered there is no percentage.
+            let matching = (answered > 0).then(|| {
+                ((answered - sm.min(answered)) as f64 * 10000.0 / answered as f64).round() / 100.0
+            });
+            let shed_total: u64 = shed.iter().sum();
             let primaries: Vec<&str> = r
                 .destinations
                 .iter()
@@ -542,12 +545,13 @@ pub fn compare_json(gen: &Generation) -> Value {
                 "percent": ctl.percent(),
                 "enabled": ctl.enabled(),
                 "requests": pairs,
-                "primary": { "count": pairs, "status": code_map(&pc), "latency_ms": latency(&ph) },
-                "shadow_side": { "count": pairs, "status": code_map(&sc), "latency_ms": latency(&sh) },
+                "pairs": { "both_answered": answered, "shadow_failed": shadow_failed, "shed": shed_total },
+                "primary": { "count": answered, "status": code_map(&pc), "latency_ms": latency(&ph) },
+                "shadow_side": { "count": answered, "status": code_map(&sc), "latency_ms": latency(&sh) },
                 "status_mismatches": sm,
                 "status_matching_percent": matching,
                 "mismatch_pairs": mismatch_pairs.iter().map(|(p, s, n)| json!({
-                    "primary": p, "shadow": if *s == 0 { json!("failed") } else { json!(s) }, "count": n
+                    "primary": p, "shadow": s, "count": n
                 })).collect::<Vec<_>>(),
                 "body_compared": bc,
                 "body_mismatches": bm,
@@ -555,7 +559,7 @@ pub fn compare_json(gen: &Generation) -> Value {
                     "completed": completed,
                     "failed": failed.iter().sum::<u64>(),
                     "failed_reasons": FailReason::ALL.iter().enumerate().map(|(i, w)| (w.label().to_string(), json!(failed[i]))).collect::<serde_json::Map<_, _>>(),
-                    "shed": shed.iter().sum::<u64>(),
+                    "shed": shed_total,
                     "shed_reasons": ShedReason::ALL.iter().enumerate().map(|(i, w)| (w.label().to_string(), json!(shed[i]))).collect::<serde_json::Map<_, _>>(),
                 },
                 "recent_mismatches": recent.iter().map(|m| json!({

@@ -35,21 +35,30 @@ pub fn render_table(v: &Value) -> String {
         "body≠"
     );
     for r in &rows {
-        let lat = |side: &str, q: &str| num(r, &[side, "latency_ms", q]);
+        // A value the engine could not measure (nothing answered) is `null`
+        // in the JSON and `-` here.
+        let lat = |side: &str, q: &str| match r[side]["latency_ms"][q].as_f64() {
+            Some(ms) => format!("{ms:.2}"),
+            None => "-".to_string(),
+        };
+        let matching = match r["status_matching_percent"].as_f64() {
+            Some(p) => format!("{p:.1}%"),
+            None => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<14} {:<12} {:>8} {:>7.1}% {:>21} {:>21} {:>8} {:>8} {:>7}",
+            "{:<14} {:<12} {:>8} {:>8} {:>21} {:>21} {:>8} {:>8} {:>7}",
             r["route"].as_str().unwrap_or("?"),
             r["shadow"].as_str().unwrap_or("?"),
             num(r, &["requests"]) as u64,
-            num(r, &["status_matching_percent"]),
+            matching,
             format!(
-                "{:.2} / {:.2} ms",
+                "{} / {} ms",
                 lat("primary", "p50"),
                 lat("shadow_side", "p50")
             ),
             format!(
-                "{:.2} / {:.2} ms",
+                "{} / {} ms",
                 lat("primary", "p99"),
                 lat("shadow_side", "p99")
             ),

@@ -52,13 +52,20 @@ impl Pair {
             return;
         };
         let c = &*self.stats;
+        if s.status == 0 {
+            // The shadow failed: the pair is counted, never compared (it is
+            // not a match, nor a mismatch, and its time is not the shadow's
+            // latency). Counted last, as below.
+            c.shadow_failed.inc();
+            c.pairs.inc_release();
+            return;
+        }
+        c.both_answered.inc();
         c.primary_codes.inc(p.status);
         c.shadow_codes.inc(s.status);
         c.primary_latency.record_us(p.us);
         c.shadow_latency.record_us(s.us);
-        // A failed shadow (status 0) is counted as `failed`, not as a
-        // status that differed.
-        let status_differs = s.status != 0 && p.status != s.status;
+        let status_differs = p.status != s.status;
         let mut body_differs = false;
         if let (Some(a), Some(b)) = (p.digest, s.digest) {
             c.body_compared.inc();

@@ -33,7 +33,13 @@ const PAIR_SLOTS: usize = 64;
 
 /// The comparison of one mirror with its route's primary, on one core.
 pub struct CompareStats {
+    /// Pairs whose two sides are known: `both_answered + shadow_failed`
+    /// (incremented last, with release ordering).
     pub pairs: Counter,
+    /// Pairs the shadow answered: the only ones compared.
+    pub both_answered: Counter,
+    /// Pairs whose copy failed (no answer to compare).
+    pub shadow_failed: Counter,
     pub primary_codes: StatusCounts,
     pub shadow_codes: StatusCounts,
     pub primary_latency: Histogram,
@@ -57,6 +63,8 @@ impl Default for CompareStats {
     fn default() -> Self {
         CompareStats {
             pairs: Counter::default(),
+            both_answered: Counter::default(),
+            shadow_failed: Counter::default(),
             primary_codes: StatusCounts::default(),
             shadow_codes: StatusCounts::default(),
             primary_latency: Histogram::default(),

@@ -82,6 +82,7 @@ pub(crate) fn render(c: &Config) -> Value {
         "mirror": {
             "queue_capacity": c.mirror.queue_capacity,
             "max_inflight": c.mirror.max_inflight,
+            "pipeline_depth": c.mirror.pipeline_depth,
             "max_body_bytes": c.mirror.max_body_bytes,
             "timeout_ms": ms(c.mirror.timeout),
             "host_suffix": c.mirror.host_suffix,

@@ -183,6 +183,13 @@ pub struct MirrorSettings {
     pub queue_capacity: usize,
     /// Per core per shadow upstream; at least 1.
     pub max_inflight: usize,
+    /// Copies written back-to-back on one shadow connection before their
+    /// answers are read, 1..=64. 1 (the default): each copy on a connection
+    /// of its own at a time, written as it is dispatched, so the shadow sees
+    /// the primary's concurrency and each copy's latency is its own. More:
+    /// cheaper copies, but the shadow sees a serial stream per connection
+    /// and a copy's latency includes the service time of those ahead of it.
+    pub pipeline_depth: usize,
     pub max_body_bytes: u64,
     pub timeout: Duration,
     /// No whitespace, `/` or `:`; may be empty.
@@ -356,6 +363,7 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: u64 = 10_000;
     pub const QUEUE_CAPACITY: u64 = 4096;
     pub const MAX_INFLIGHT: u64 = 256;
+    pub const PIPELINE_DEPTH: u64 = 1;
     pub const MIRROR_MAX_BODY_BYTES: u64 = 1_048_576;
     pub const MIRROR_TIMEOUT_MS: u64 = 1000;
     pub const MARKER_HEADER: &str = "x-shadowtee-mirror";

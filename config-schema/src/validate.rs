@@ -445,6 +445,7 @@ fn build_mirror_settings(cx: &mut Ctx, top: &Obj) -> MirrorSettings {
         &[
             "queue_capacity",
             "max_inflight",
+            "pipeline_depth",
             "max_body_bytes",
             "timeout_ms",
             "host_suffix",
@@ -480,6 +481,7 @@ fn build_mirror_settings(cx: &mut Ctx, top: &Obj) -> MirrorSettings {
     MirrorSettings {
         queue_capacity: s.usize_or(cx, "queue_capacity", 1, d::QUEUE_CAPACITY),
         max_inflight: s.usize_or(cx, "max_inflight", 1, d::MAX_INFLIGHT),
+        pipeline_depth: s.uint_or(cx, "pipeline_depth", 1, 64, d::PIPELINE_DEPTH) as usize,
         max_body_bytes: s.uint_or(cx, "max_body_bytes", 0, u64::MAX, d::MIRROR_MAX_BODY_BYTES),
         timeout: s.millis_or(cx, "timeout_ms", d::MIRROR_TIMEOUT_MS),
         host_suffix,

@@ -38,6 +38,7 @@ impl CoreState {
         shared: Arc<Shared>,
         core: usize,
         access_log: Option<Rc<AccessLogger>>,
+        deadlines: Rc<Deadlines>,
     ) -> Self {
         let pools = gen
             .config
@@ -57,6 +58,7 @@ impl CoreState {
             shared.clone(),
             core,
             access_log.clone(),
+            deadlines,
         ));
         CoreState {
             stats: gen.stats[core].clone(),
@@ -148,7 +150,14 @@ impl Core {
             gen.stats[core].access_log_dropped.clone(),
         );
         let queue_capacity = gen.config.mirror.queue_capacity;
-        let state = CoreState::build(gen, shared.clone(), core, access_log.clone());
+        let deadlines: Rc<Deadlines> = Rc::default();
+        let state = CoreState::build(
+            gen,
+            shared.clone(),
+            core,
+            access_log.clone(),
+            deadlines.clone(),
+        );
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -166,7 +175,7 @@ impl Core {
             access_log,
             spare_out: RefCell::new(Vec::new()),
             spare_conn: RefCell::new(Vec::new()),
-            deadlines: Rc::default(),
+            deadlines,
             tap: Tap::new(queue_capacity),
             request_blocks: Blocks::default(),
             errors_at: Cell::new(None),
@@ -230,6 +239,7 @@ impl Core {
             self.shared.clone(),
             self.core,
             self.access_log.clone(),
+            self.deadlines.clone(),
         ));
         *self.state.borrow_mut() = next.clone();
         next

@@ -280,6 +280,10 @@ struct Shared {
     served: AtomicU64,
     accepted: AtomicUsize,
     open: AtomicUsize,
+    /// Requests whose delayed answer is being waited for now, and the most
+    /// at once so far (how much concurrency a client put on this server).
+    delaying: AtomicUsize,
+    max_delaying: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -291,6 +295,8 @@ impl Shared {
             served: AtomicU64::new(0),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
+            delaying: AtomicUsize::new(0),
+            max_delaying: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         }
     }
@@ -357,6 +363,13 @@ impl TestServer {
     /// Snapshot of every request recorded so far (fully received ones only).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.log.snapshot()
+    }
+
+    /// The most requests this server held at once while their (delayed)
+    /// answers waited: the concurrency its clients put on it. Counts only
+    /// answers with a delay (`Mode::Delay`, `/delay/MS`).
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_delaying.load(Ordering::Relaxed)
     }
 
     /// Fully received requests so far (counted even when `record` is off).
@@ -840,7 +853,12 @@ async fn handle(
         }
     }
     rec.finish(sh);
-    pause(delay).await;
+    if !delay.is_zero() {
+        let now = sh.delaying.fetch_add(1, Ordering::Relaxed) + 1;
+        sh.max_delaying.fetch_max(now, Ordering::Relaxed);
+        pause(delay).await;
+        sh.delaying.fetch_sub(1, Ordering::Relaxed);
+    }
 
     match cfg.mode {
         Mode::Garbage => {

@@ -985,3 +985,56 @@ fn full_queue_sheds_as_queue_full() {
     assert!(full >= 30.0, "queue_full {full}");
     assert_eq!(a.count() + b.count(), (ca + cb) as usize);
 }
+
+/// `clients` connections at once, each sending `each` GETs of `path`.
+fn burst(addr: SocketAddr, clients: usize, each: usize, path: &str) {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..each {
+                    assert_eq!(c.get(&path).status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+}
+
+/// The comparison row of `shadow` once `answered` of its pairs are answered.
+fn comparison_row(p: &Proxy, shadow: &str, answered: u64) -> serde_json::Value {
+    let mut row = serde_json::Value::Null;
+    let done = p.wait_until(WAIT, || {
+        row = p.compare()["comparisons"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["shadow"] == shadow).cloned())
+            .unwrap_or_default();
+        row["pairs"]["both_answered"].as_u64() == Some(answered)
+    });
+    assert!(done, "{shadow}: {row:#}");
+    row
+}
+
+/// The shadow sees the primary's concurrency: with 32 client connections
+/// each keeping one request in flight at a primary that takes 20 ms, a
+/// shadow that also takes 20 ms holds at least 24 copies at once.
+#[test]
+fn the_shadow_sees_the_primarys_concurrency() {
+    let v1 = upstream("v1", Mode::Delay(Duration::from_millis(20)));
+    let shadow = upstream("test-v1", Mode::Delay(Duration::from_millis(20)));
+    let proxy = Proxy::start(&config(v1.addr, "", &[("test-v1", shadow.addr, "")]));
+    burst(proxy.addr, 32, 5, "/c");
+    comparison_row(&proxy, "test-v1", 160);
+    let (primary, copies) = (v1.max_concurrent(), shadow.max_concurrent());
+    assert!(
+        primary >= 24,
+        "the primary itself saw only {primary} at once"
+    );
+    assert!(
+        copies >= 24,
+        "the shadow saw {copies} copies at once (primary: {primary})"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::writer::Lane;
 use crate::accesslog::AccessLogger;
-use crate::net::Pool;
+use crate::net::{Deadlines, Pool};
 use crate::shared::{CoreStats, Generation, Shared};
 
 /// One core's mirror tables for one generation.
@@ -27,6 +27,8 @@ pub struct MirrorTables {
     /// `[route][mirror]`: `max_rps` buckets.
     pub limiters: Vec<Vec<Option<RateLimiter>>>,
     pub access_log: Option<Rc<AccessLogger>>,
+    /// The core's request-path deadlines (shadow answers are timed by them).
+    pub deadlines: Rc<Deadlines>,
 }
 
 impl MirrorTables {
@@ -35,6 +37,7 @@ impl MirrorTables {
         shared: Arc<Shared>,
         core: usize,
         access_log: Option<Rc<AccessLogger>>,
+        deadlines: Rc<Deadlines>,
     ) -> Self {
         let cfg = &gen.config;
         let pools = cfg
@@ -63,10 +66,15 @@ impl MirrorTables {
             stats: gen.stats[core].clone(),
             shared,
             inflight: cfg.upstreams.iter().map(|_| Cell::new(0)).collect(),
-            lanes: cfg.upstreams.iter().map(|_| Lane::default()).collect(),
+            lanes: cfg
+                .upstreams
+                .iter()
+                .map(|_| Lane::new(cfg.mirror.pipeline_depth))
+                .collect(),
             pools,
             limiters,
             access_log,
+            deadlines,
             gen,
         }
     }

@@ -77,7 +77,7 @@ impl std::error::Error for ShadowError {
 
 /// Most copies written back-to-back on one shadow connection.
 const MAX_BATCH: usize = 64;
-/// Most writer tasks (so connections) per shadow per core.
+/// Most writer tasks (so connections) per shadow per core when pipelining.
 const MAX_WRITERS: usize = 16;
 /// Pipelining depth adapts so that a copy waits at most about this long
 /// behind the copies ahead of it on its connection: a slow shadow gets more
@@ -91,8 +91,11 @@ const WRITER_IDLE_CHECK: Duration = Duration::from_secs(1);
 const FILL_WAIT: Duration = Duration::from_millis(2);
 
 /// One shadow's pending copies on one core, and its writers.
-#[derive(Default)]
 pub struct Lane {
+    /// `mirror.pipeline_depth`: 1 writes each copy on a connection of its
+    /// own at a time, as it is dispatched (the shadow sees the primary's
+    /// concurrency; a copy's latency is its own); more pipelines batches.
+    depth: usize,
     pending: RefCell<VecDeque<MirrorJob>>,
     writers: Cell<usize>,
     /// A writer with nothing to do waits here (at most one parks; others exit).
@@ -111,13 +114,47 @@ pub struct Lane {
 }
 
 impl Lane {
+    pub fn new(depth: usize) -> Self {
+        Lane {
+            depth: depth.clamp(1, MAX_BATCH),
+            pending: RefCell::default(),
+            writers: Cell::default(),
+            idle: Notify::default(),
+            parked: Cell::default(),
+            fill: Notify::default(),
+            filling: Cell::default(),
+            no_pipeline: Cell::default(),
+            service_us: Cell::default(),
+        }
+    }
+
     /// Copies to pipeline on one connection now.
     fn batch_limit(&self) -> usize {
-        if self.no_pipeline.get() {
+        if self.depth == 1 || self.no_pipeline.get() {
             return 1;
         }
         let per = self.service_us.get().max(1);
-        ((BATCH_BUDGET_US / per) as usize).clamp(1, MAX_BATCH)
+        ((BATCH_BUDGET_US / per) as usize).clamp(1, self.depth)
+    }
+
+    /// Writers (so connections) this lane may run at once: with one copy per
+    /// connection, as many as copies may be in flight.
+    fn max_writers(&self, max_inflight: usize) -> usize {
+        if self.depth == 1 {
+            max_inflight
+        } else {
+            MAX_WRITERS
+        }
+    }
+
+    /// Whether `pending` copies need one more writer: unpipelined, any copy
+    /// no writer has taken; pipelined, more than a batch.
+    fn wants_writer(&self, pending: usize) -> bool {
+        if self.depth == 1 {
+            pending > 0
+        } else {
+            pending > self.batch_limit()
+        }
     }
 
     /// Copies worth waiting for before a write (see `writer`): a full
@@ -163,7 +200,8 @@ pub async fn run_dispatcher(q: Rc<MirrorQueue>, tq: glommio::TaskQueueHandle) {
                     lane.fill.notify();
                 }
             } else if lane.writers.get() == 0
-                || (pending > lane.batch_limit() && lane.writers.get() < MAX_WRITERS)
+                || (lane.wants_writer(pending)
+                    && lane.writers.get() < lane.max_writers(st.gen.config.mirror.max_inflight))
             {
                 lane.writers.set(lane.writers.get() + 1);
                 match glommio::spawn_local_into(writer(st.clone(), u), tq) {
@@ -323,7 +361,19 @@ async fn run_batch(st: &Rc<MirrorTables>, u: usize, bufs: &mut WriterBufs) {
     let mut now = sent;
     while let Some(job) = jobs.next() {
         let mut waited = false;
-        let r = read_answer(&mut conn, &job, deadline, &mut bufs.fields, &mut waited).await;
+        // The answer's deadline is a slot in the core's deadline sweeper, not
+        // a reactor timer armed and cancelled per read.
+        let r = futures_lite::future::or(
+            read_answer(&mut conn, &job, &mut bufs.fields, &mut waited),
+            async {
+                st.deadlines.at(deadline).await;
+                Err(ShadowError::new(
+                    FailReason::Timeout,
+                    io::Error::new(io::ErrorKind::TimedOut, "shadow timeout"),
+                ))
+            },
+        )
+        .await;
         // An answer found whole in what an earlier read brought arrived with
         // it: the clock is read only after a read.
         if waited || r.is_err() {
@@ -405,7 +455,6 @@ async fn write_batch(
 async fn read_answer(
     conn: &mut UpConn,
     job: &MirrorJob,
-    deadline: Instant,
     fields: &mut Vec<crate::h1::Field>,
     waited: &mut bool,
 ) -> Result<(u16, Option<u64>, bool), ShadowError> {
@@ -419,9 +468,6 @@ async fn read_answer(
             Ok(None) => {}
             Err(e) => return Err(ShadowError::bad(e)),
         }
-        conn.stream
-            .set_read_timeout(Some(remaining(deadline)?))
-            .map_err(io::Error::from)?;
         *waited = true;
         if conn.fill().await? == 0 {
             return Err(ShadowError::new(
@@ -449,9 +495,6 @@ async fn read_answer(
             }
             Decoded::Done => break,
             Decoded::NeedMore => {
-                conn.stream
-                    .set_read_timeout(Some(remaining(deadline)?))
-                    .map_err(io::Error::from)?;
                 *waited = true;
                 if conn.fill().await? == 0 {
                     decoder.on_eof().map_err(|e| {

@@ -451,8 +451,16 @@ fn mirror_settings_limits() {
         "at least 1",
     );
     assert_err(&m("max_inflight = 0"), "mirror.max_inflight", "at least 1");
-    assert_err(&m("pipeline_depth = 0"), "mirror.pipeline_depth", "at least 1");
-    assert_err(&m("pipeline_depth = 65"), "mirror.pipeline_depth", "at most 64");
+    assert_err(
+        &m("pipeline_depth = 0"),
+        "mirror.pipeline_depth",
+        "at least 1",
+    );
+    assert_err(
+        &m("pipeline_depth = 65"),
+        "mirror.pipeline_depth",
+        "at most 64",
+    );
     assert_err(&m("timeout_ms = 0"), "mirror.timeout_ms", "at least 1");
     assert_err(
         &m("host_suffix = \"-sh adow\""),
